@@ -1,0 +1,85 @@
+//! Loading, interpolating, overriding and validating Sluice `pipeline.yaml`
+//! files, with every problem reported as `file:line:column`.
+//!
+//! The crate knows nothing about what stages do: their kinds are described to
+//! it through [`KindCatalog`].
+//!
+//! ```
+//! use sluice_config::{load_str, Broker};
+//!
+//! let yaml = "name: demo\nbroker: ${BROKER:-memory}\ntopics:\n  t: {partitions: 2}\n";
+//! let p = load_str(yaml, "pipeline.yaml", &[], &|_| None).unwrap();
+//! assert_eq!(p.broker.value, Broker::Memory);
+//! assert_eq!(p.topics["t"].partitions, 2);
+//! ```
+
+#![warn(missing_docs)]
+
+mod de;
+mod diagnostic;
+mod duration;
+pub mod graph;
+mod interpolate;
+mod kinds;
+mod load;
+mod model;
+mod node;
+mod overrides;
+mod scalar;
+mod spanned;
+mod validate;
+
+use std::path::Path;
+
+pub use de::{check_with, from_node, DeError, NodeDeserializer};
+pub use diagnostic::{Diagnostic, Diagnostics, Origin, Pos, Severity};
+pub use duration::{serde_duration, HumanDuration};
+pub use interpolate::interpolate;
+pub use kinds::{KindCatalog, KindInfo, PortInfo};
+pub use load::{load, load_str, parse_broker, parse_host_ports, COMMON_STAGE_FIELDS};
+pub use model::{Broker, Endpoint, Pipeline, RetrySpec, Services, StageSpec, TopicSpec};
+pub use node::{Node, NodeValue, ScalarStyle};
+pub use overrides::{apply_set, apply_sets};
+pub use spanned::Spanned;
+pub use validate::{bind_ports, validate};
+
+/// [`load`], then [`bind_ports`] and [`validate`]: the pipeline if there is no
+/// error, together with its warnings; otherwise every diagnostic (errors and
+/// warnings).
+pub fn load_validated(
+    path: &Path,
+    sets: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+    kinds: &dyn KindCatalog,
+) -> Result<(Pipeline, Diagnostics), Diagnostics> {
+    finish(load(path, sets, env)?, kinds)
+}
+
+/// [`load_str`], then [`bind_ports`] and [`validate`]; see [`load_validated`].
+pub fn load_str_validated(
+    text: &str,
+    origin_name: &str,
+    sets: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+    kinds: &dyn KindCatalog,
+) -> Result<(Pipeline, Diagnostics), Diagnostics> {
+    finish(load_str(text, origin_name, sets, env)?, kinds)
+}
+
+fn finish(
+    mut p: Pipeline,
+    kinds: &dyn KindCatalog,
+) -> Result<(Pipeline, Diagnostics), Diagnostics> {
+    bind_ports(&mut p, kinds);
+    let diags = validate(&p, kinds);
+    if diags.has_errors() {
+        Err(diags)
+    } else {
+        Ok((p, diags))
+    }
+}
+
+/// The process environment, for callers that have no reason to fake it.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}

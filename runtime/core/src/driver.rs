@@ -1,0 +1,351 @@
+//! Runs a [`Processor`] stage on its input topic with at-least-once delivery.
+//!
+//! Records are processed concurrently (up to the stage's `concurrency`). A record is done when
+//! every output is acknowledged by the broker — or it was dead-lettered and that was
+//! acknowledged. Per partition only the contiguous prefix of done offsets is committed
+//! ([`OffsetTracker`]). On revocation and on shutdown the driver stops taking records, waits for
+//! those in flight, and commits before letting go.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_bus::{Bus, Consumer, ConsumerEvent, OutRecord, Producer, Record, TopicPartition};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::dead_letter;
+use crate::health::Health;
+use crate::metrics::StageMetrics;
+use crate::offsets::OffsetTracker;
+use crate::retry::Backoff;
+use crate::stage::{Processor, StageError};
+
+/// How often finished offsets are committed.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+/// How often consumer lag is measured.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Everything a driver needs.
+pub struct Driver {
+    /// Stage name (metrics, logs, dead-letter header).
+    pub stage: String,
+    /// The stage's processor.
+    pub processor: Arc<dyn Processor>,
+    /// The group member reading the input topic.
+    pub consumer: Box<dyn Consumer>,
+    /// Producer for outputs and dead letters.
+    pub producer: Arc<dyn Producer>,
+    /// The bus (for lag measurement).
+    pub bus: Arc<dyn Bus>,
+    /// Dead-letter topic.
+    pub dead_letter: String,
+    /// Retry policy for transient failures.
+    pub backoff: Backoff,
+    /// Records in flight at most.
+    pub concurrency: usize,
+    /// Longest wait for in-flight records on shutdown before leaving them to a replay.
+    pub drain_timeout: Duration,
+    /// Stage metrics.
+    pub metrics: StageMetrics,
+    /// Readiness.
+    pub health: Health,
+    /// Cancelled to stop.
+    pub shutdown: CancellationToken,
+}
+
+/// How a record's processing ended.
+enum Outcome {
+    /// Outputs (or the dead letter) acknowledged: the offset may be committed.
+    Done,
+    /// Given up because of shutdown; the record will be replayed.
+    Abandoned,
+}
+
+struct Finished {
+    tp: TopicPartition,
+    offset: i64,
+    outcome: Outcome,
+}
+
+/// What a record task shares.
+#[derive(Clone)]
+struct Shared {
+    stage: Arc<str>,
+    processor: Arc<dyn Processor>,
+    producer: Arc<dyn Producer>,
+    dead_letter: Arc<str>,
+    backoff: Backoff,
+    metrics: StageMetrics,
+    health: Health,
+    /// Cancelled when in-flight work should give up (drain timeout passed).
+    abandon: CancellationToken,
+}
+
+impl Driver {
+    /// Runs until shutdown (then drains and commits) or until the consumer closes.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Driver {
+            stage,
+            processor,
+            mut consumer,
+            producer,
+            bus,
+            dead_letter,
+            backoff,
+            concurrency,
+            drain_timeout,
+            metrics,
+            health,
+            shutdown,
+        } = self;
+        let shared = Shared {
+            stage: stage.as_str().into(),
+            processor,
+            producer,
+            dead_letter: dead_letter.as_str().into(),
+            backoff,
+            metrics: metrics.clone(),
+            health,
+            abandon: CancellationToken::new(),
+        };
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+        let mut tracker = OffsetTracker::new();
+        let mut revoked_pending: Vec<(HashSet<TopicPartition>, sluice_bus::RevokeAck)> = Vec::new();
+        let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
+        lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut draining_since: Option<Instant> = None;
+        let concurrency = concurrency.max(1);
+
+        loop {
+            let in_flight = tracker.total_in_flight();
+            metrics.set_in_flight(in_flight);
+            if draining_since.is_some() && in_flight == 0 {
+                break;
+            }
+            let can_take =
+                draining_since.is_none() && revoked_pending.is_empty() && in_flight < concurrency;
+            tokio::select! {
+                biased;
+                Some(f) = done_rx.recv() => {
+                    if matches!(f.outcome, Outcome::Done) {
+                        tracker.finish(&f.tp, f.offset);
+                    } else {
+                        // Leave the offset in flight forever: nothing past it gets committed.
+                        tracker.abandon(&f.tp, f.offset);
+                    }
+                    settle_revocations(&mut tracker, &mut revoked_pending, &*consumer, &metrics).await;
+                }
+                _ = shutdown.cancelled(), if draining_since.is_none() => {
+                    tracing::info!(stage = %stage, in_flight, "draining");
+                    draining_since = Some(Instant::now());
+                }
+                _ = tokio::time::sleep(drain_timeout), if draining_since.is_some() => {
+                    tracing::warn!(stage = %stage, in_flight, "drain timeout; in-flight records will be replayed");
+                    shared.abandon.cancel();
+                }
+                _ = commit_tick.tick() => {
+                    commit(&*consumer, &mut tracker, false).await;
+                }
+                _ = lag_tick.tick() => {
+                    measure_lag(&*bus, &tracker, &metrics).await;
+                }
+                ev = consumer.next(), if can_take => match ev {
+                    Ok(ConsumerEvent::Record(r)) => {
+                        let tp = r.topic_partition();
+                        tracker.start(&tp, r.offset);
+                        metrics.received();
+                        let (shared, done_tx) = (shared.clone(), done_tx.clone());
+                        tokio::spawn(async move {
+                            let offset = r.offset;
+                            let outcome = handle(&shared, r).await;
+                            let _ = done_tx.send(Finished { tp, offset, outcome });
+                        });
+                    }
+                    Ok(ConsumerEvent::Assigned(tps)) => {
+                        for tp in tps {
+                            tracker.assign(tp);
+                        }
+                    }
+                    Ok(ConsumerEvent::Revoked { partitions, ack }) => {
+                        revoked_pending.push((partitions.into_iter().collect(), ack));
+                        settle_revocations(&mut tracker, &mut revoked_pending, &*consumer, &metrics).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(stage = %stage, error = %e, "consumer closed");
+                        draining_since.get_or_insert_with(Instant::now);
+                    }
+                }
+            }
+        }
+        commit(&*consumer, &mut tracker, true).await;
+        consumer.close().await.ok();
+        tracing::info!(stage = %stage, "stopped");
+        Ok(())
+    }
+}
+
+/// Answers revocations whose partitions have nothing in flight any more.
+async fn settle_revocations(
+    tracker: &mut OffsetTracker,
+    pending: &mut Vec<(HashSet<TopicPartition>, sluice_bus::RevokeAck)>,
+    consumer: &dyn Consumer,
+    metrics: &StageMetrics,
+) {
+    let mut i = 0;
+    while i < pending.len() {
+        if pending[i].0.iter().all(|tp| tracker.in_flight(tp) == 0) {
+            let (tps, ack) = pending.swap_remove(i);
+            // Commit everything else too while at it; then hand over the final offsets.
+            commit(consumer, tracker, false).await;
+            let offsets: Vec<(TopicPartition, i64)> = tps
+                .iter()
+                .filter_map(|tp| {
+                    metrics.clear_lag(&tp.topic, tp.partition);
+                    tracker.remove(tp).map(|w| (tp.clone(), w))
+                })
+                .collect();
+            tracing::info!(?offsets, "partitions revoked");
+            ack.done(offsets);
+        } else {
+            i += 1;
+        }
+    }
+}
+
+async fn commit(consumer: &dyn Consumer, tracker: &mut OffsetTracker, sync: bool) {
+    let offsets = tracker.take_commits();
+    if offsets.is_empty() {
+        return;
+    }
+    if let Err(e) = consumer.commit(&offsets, sync).await {
+        // A failed commit only means a longer replay after a crash; the next tick retries.
+        tracing::warn!(error = %e, "offset commit failed");
+        tracker.uncommit(&offsets);
+    }
+}
+
+async fn measure_lag(bus: &dyn Bus, tracker: &OffsetTracker, metrics: &StageMetrics) {
+    for (tp, committed) in tracker.committed() {
+        if let Ok((low, high)) = bus.watermarks(&tp).await {
+            let lag = high - committed.unwrap_or(low);
+            metrics.set_lag(&tp.topic, tp.partition, lag.max(0));
+        }
+    }
+}
+
+/// Processes one record to completion: outputs acknowledged, or dead-lettered.
+async fn handle(s: &Shared, record: Record) -> Outcome {
+    let started = Instant::now();
+    let mut attempt: u32 = 0;
+    let mut outage_waits: u32 = 0;
+    let mut outage: Option<&'static str> = None;
+    loop {
+        attempt += 1;
+        let result = s.processor.process(&record).await;
+        let failure = match result {
+            Ok(outputs) => {
+                if let Some(dep) = outage {
+                    s.health.ready(dep);
+                }
+                if !deliver(s, outputs.clone()).await {
+                    return Outcome::Abandoned;
+                }
+                s.processor.acknowledged(&record, &outputs).await;
+                s.metrics.observe_latency(started.elapsed().as_secs_f64());
+                return Outcome::Done;
+            }
+            Err(e) => e,
+        };
+        s.metrics.failed(failure.code());
+        match failure {
+            StageError::Invalid { code, reason } => {
+                return dead_letter_it(s, &record, code, &reason, attempt).await;
+            }
+            StageError::Transient(e) if attempt >= s.backoff.attempts => {
+                let reason = format!("{e:#}");
+                tracing::warn!(stage = %s.stage, topic = %record.topic, partition = record.partition,
+                    offset = record.offset, attempts = attempt, error = %reason, "giving up");
+                return dead_letter_it(s, &record, "failed_after_retries", &reason, attempt).await;
+            }
+            StageError::Transient(e) => {
+                tracing::debug!(stage = %s.stage, attempt, error = %format!("{e:#}"), "retrying");
+                if !pause(s, s.backoff.delay(attempt)).await {
+                    return Outcome::Abandoned;
+                }
+            }
+            StageError::Unavailable { dependency, error } => {
+                // Not the record's fault: wait for the dependency without using up attempts.
+                attempt -= 1;
+                outage_waits += 1;
+                outage = Some(dependency);
+                s.health.not_ready(dependency, format!("{error:#}"));
+                if !pause(s, s.backoff.delay(outage_waits.min(8))).await {
+                    return Outcome::Abandoned;
+                }
+                continue;
+            }
+        }
+    }
+}
+
+/// Sleeps unless work is being abandoned; false when it is.
+async fn pause(s: &Shared, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = s.abandon.cancelled() => false,
+    }
+}
+
+/// Produces all outputs, retrying broker failures until they succeed or work is abandoned.
+async fn deliver(s: &Shared, outputs: Vec<OutRecord>) -> bool {
+    let mut pending = outputs;
+    let mut round: u32 = 0;
+    while !pending.is_empty() {
+        let sends = pending
+            .iter()
+            .map(|o| {
+                let topic = o.topic.clone();
+                let fut = s.producer.send(o.clone());
+                async move { fut.await.map(|_| topic) }
+            })
+            .collect::<Vec<_>>();
+        let results = futures::future::join_all(sends).await;
+        let mut failed = Vec::new();
+        for (out, r) in pending.into_iter().zip(results) {
+            match r {
+                Ok(topic) => s.metrics.sent(&topic),
+                Err(e) => {
+                    tracing::warn!(stage = %s.stage, topic = %out.topic, error = %e, "produce failed; retrying");
+                    s.metrics.failed("produce");
+                    failed.push(out);
+                }
+            }
+        }
+        pending = failed;
+        if !pending.is_empty() {
+            round += 1;
+            if !pause(s, s.backoff.delay(round.min(8))).await {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+async fn dead_letter_it(
+    s: &Shared,
+    record: &Record,
+    code: &str,
+    reason: &str,
+    attempts: u32,
+) -> Outcome {
+    let out = dead_letter::record(&s.dead_letter, &s.stage, record, code, reason, attempts);
+    if !deliver(s, vec![out]).await {
+        return Outcome::Abandoned;
+    }
+    s.metrics.dead_lettered(code);
+    Outcome::Done
+}

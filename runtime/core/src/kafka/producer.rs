@@ -1,0 +1,93 @@
+//! Producing with delivery acknowledgements.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::types::RDKafkaErrorCode;
+use sluice_bus::{BusError, Delivered, OutRecord, Producer};
+
+use super::broker_err;
+
+/// One producer per process (librdkafka batches across all callers).
+pub struct KafkaProducer {
+    inner: FutureProducer,
+}
+
+impl KafkaProducer {
+    /// Creates the producer. Settings favour durability (acks=all, idempotence) and place keys
+    /// like the Java client does (murmur2), so other Kafka clients agree on partitions.
+    pub fn new(mut config: ClientConfig) -> Result<Self, BusError> {
+        let defaults = [
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("partitioner", "murmur2_random"),
+            ("linger.ms", "5"),
+            ("compression.type", "lz4"),
+            ("queue.buffering.max.messages", "200000"),
+        ];
+        for (k, v) in defaults {
+            if config.get(k).is_none() {
+                config.set(k, v);
+            }
+        }
+        let inner: FutureProducer = config.create().map_err(broker_err)?;
+        Ok(Self { inner })
+    }
+}
+
+impl Producer for KafkaProducer {
+    fn send(&self, record: OutRecord) -> BoxFuture<'static, Result<Delivered, BusError>> {
+        let producer = self.inner.clone();
+        Box::pin(async move {
+            let delivery = loop {
+                let mut fr = FutureRecord::to(&record.topic).payload(record.value.as_slice());
+                if let Some(k) = &record.key {
+                    fr = fr.key(k.as_slice());
+                }
+                if let Some(p) = record.partition {
+                    fr = fr.partition(p);
+                }
+                if !record.headers.is_empty() {
+                    let mut h = OwnedHeaders::new_with_capacity(record.headers.len());
+                    for (key, value) in &record.headers {
+                        h = h.insert(Header {
+                            key,
+                            value: Some(value.as_slice()),
+                        });
+                    }
+                    fr = fr.headers(h);
+                }
+                match producer.send_result(fr) {
+                    Ok(f) => break f,
+                    // The local queue is full: wait for deliveries instead of failing.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => return Err(broker_err(e)),
+                }
+            };
+            match delivery.await {
+                Ok(Ok(d)) => Ok(Delivered {
+                    partition: d.partition,
+                    offset: d.offset,
+                }),
+                Ok(Err((e, _))) => Err(broker_err(e)),
+                Err(_) => Err(BusError::Closed),
+            }
+        })
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), BusError>> {
+        let producer = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || producer.flush(timeout))
+                .await
+                .map_err(|e| BusError::Broker(e.to_string()))?
+                .map_err(broker_err)
+        })
+    }
+}

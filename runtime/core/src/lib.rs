@@ -1,0 +1,28 @@
+//! The Sluice runtime: runs pipeline.yaml stages on a bus with at-least-once delivery.
+//!
+//! - [`stage`]: what a stage kind implements ([`stage::Processor`] or [`stage::Source`]).
+//! - [`registry`]: the kinds a binary knows.
+//! - [`runner`]: starts stages, the metrics server and readiness checks.
+//! - [`driver`]: consume → process → produce → commit, retries and dead letters.
+//! - [`kafka`]: the Kafka bus (rdkafka); the embedded bus is `sluice_bus::memory`.
+//! - [`services`]: shared-state services (memcached cache).
+//! - [`metrics`], [`health`], [`logging`]: telemetry.
+//!
+//! The runtime knows nothing of URLs or crawling.
+
+pub mod connect;
+pub mod dead_letter;
+pub mod driver;
+pub mod health;
+pub mod kafka;
+pub mod logging;
+pub mod metrics;
+pub mod offsets;
+pub mod registry;
+pub mod retry;
+pub mod runner;
+pub mod services;
+pub mod stage;
+
+pub use sluice_bus as bus;
+pub use sluice_config as config;

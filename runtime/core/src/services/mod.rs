@@ -1,0 +1,38 @@
+//! Shared-state services that stages use, created once per process from `services:` in
+//! pipeline.yaml. With `memory` they are in-process (one-process laptop mode); otherwise they
+//! talk to the real servers. Stage kinds get them through the `StageContext`.
+
+pub mod cache;
+pub mod watch;
+
+use std::sync::Arc;
+
+use sluice_config::{Endpoint, Pipeline};
+
+pub use cache::{Cache, CacheError, CacheItem, MemcachedCache, MemoryCache};
+
+/// The process's service handles. Cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    /// Key-value cache (memcached): URL dedup and recrawl clock.
+    pub cache: Arc<dyn Cache>,
+}
+
+impl Services {
+    /// Creates the handles from the pipeline's `services:`. Does not connect: a server that
+    /// is down at start-up shows up as a not-ready stage, not a crash.
+    pub fn from_pipeline(p: &Pipeline) -> anyhow::Result<Self> {
+        let cache: Arc<dyn Cache> = match &p.services.memcached.value {
+            Endpoint::Memory => Arc::new(MemoryCache::new()),
+            Endpoint::Remote(addrs) => Arc::new(MemcachedCache::new(addrs)?),
+        };
+        Ok(Self { cache })
+    }
+
+    /// In-process services only.
+    pub fn in_memory() -> Self {
+        Self {
+            cache: Arc::new(MemoryCache::new()),
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! One module per command.
+
+pub mod consume;
+pub mod graph;
+pub mod load;
+pub mod produce;
+pub mod run;
+pub mod topics;
+pub mod validate;

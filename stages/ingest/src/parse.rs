@@ -1,0 +1,136 @@
+//! Request bodies: a JSON array (strings or `{"url", "depth"}` objects) or text lines.
+
+use serde::{Deserialize, Serialize};
+use sluice_topics::UrlIn;
+use sluice_web::normalize::{normalize, NormalizeOptions};
+
+/// A URL that was not accepted, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Rejected {
+    /// Position in the request (0-based item, or line number from 1 for text bodies).
+    pub position: usize,
+    /// The URL as submitted (cut to 200 characters).
+    pub url: String,
+    /// Stable reason code.
+    pub code: &'static str,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+/// The outcome of reading a body.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// URLs to write.
+    pub accepted: Vec<UrlIn>,
+    /// URLs refused.
+    pub rejected: Vec<Rejected>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Item {
+    Url(String),
+    Object {
+        url: String,
+        #[serde(default)]
+        depth: u32,
+    },
+}
+
+fn cut(s: &str) -> String {
+    s.chars().take(200).collect()
+}
+
+/// Reads a body. JSON when `json` is true or the body starts with `[`; otherwise one URL per
+/// line (blank lines and `#` comments skipped). A body that is not valid JSON is an error
+/// (400); individual bad URLs are rejected with a reason.
+pub fn parse_body(body: &[u8], json: bool, max_url_length: usize) -> Result<Parsed, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "body is not valid UTF-8".to_string())?;
+    let opts = NormalizeOptions {
+        max_length: max_url_length,
+        ..NormalizeOptions::default()
+    };
+    let items: Vec<(usize, String, u32)> = if json || text.trim_start().starts_with('[') {
+        let items: Vec<Item> = serde_json::from_str(text).map_err(|e| {
+            format!("body must be a JSON array of URL strings or {{\"url\": ...}} objects: {e}")
+        })?;
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, it)| match it {
+                Item::Url(u) => (i, u, 0),
+                Item::Object { url, depth } => (i, url, depth),
+            })
+            .collect()
+    } else {
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.trim().to_string(), 0))
+            .filter(|(_, l, _)| !l.is_empty() && !l.starts_with('#'))
+            .collect()
+    };
+    let mut parsed = Parsed::default();
+    for (position, url, depth) in items {
+        match normalize(&url, &opts) {
+            Ok(_) => parsed.accepted.push(UrlIn {
+                url: url.trim().to_string(),
+                depth,
+                source: None,
+            }),
+            Err(r) => parsed.rejected.push(Rejected {
+                position,
+                url: cut(&url),
+                code: r.code(),
+                reason: r.to_string(),
+            }),
+        }
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_lines() {
+        let p = parse_body(
+            b"https://a.org/\n\n# comment\nnot a url\nftp://x.org/\n",
+            false,
+            2048,
+        )
+        .unwrap();
+        assert_eq!(p.accepted.len(), 1);
+        assert_eq!(p.accepted[0].url, "https://a.org/");
+        assert_eq!(p.rejected.len(), 2);
+        assert_eq!(p.rejected[0].position, 4);
+        assert_eq!(p.rejected[1].code, "unsupported_scheme");
+    }
+
+    #[test]
+    fn json_strings_and_objects() {
+        let p = parse_body(
+            br#"["https://a.org/", {"url": "http://b.org/x", "depth": 2}, "javascript:alert(1)"]"#,
+            true,
+            2048,
+        )
+        .unwrap();
+        assert_eq!(p.accepted.len(), 2);
+        assert_eq!(p.accepted[1].depth, 2);
+        assert_eq!(p.rejected.len(), 1);
+        assert_eq!(p.rejected[0].position, 2);
+    }
+
+    #[test]
+    fn bad_json_is_an_error() {
+        assert!(parse_body(b"[1, 2", true, 2048).is_err());
+        assert!(parse_body(&[0xff], false, 2048).is_err());
+    }
+
+    #[test]
+    fn long_urls_are_rejected() {
+        let long = format!("https://a.org/{}", "x".repeat(100));
+        let p = parse_body(long.as_bytes(), false, 50).unwrap();
+        assert_eq!(p.rejected[0].code, "too_long");
+    }
+}

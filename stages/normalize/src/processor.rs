@@ -1,0 +1,103 @@
+use async_trait::async_trait;
+use sluice_bus::{OutRecord, Record};
+use sluice_runtime::metrics::StageMetrics;
+use sluice_runtime::services::CacheError;
+use sluice_runtime::stage::{Processor, StageError};
+use sluice_topics::{Contract, CrawlUrl, UrlIn};
+use sluice_web::domain::registrable_domain_of;
+use sluice_web::normalize::{normalize, NormalizeOptions};
+
+use crate::dedup::{now_ms, Claim, Dedup};
+use crate::settings::Settings;
+
+/// The stage's processor.
+pub struct NormalizeDedup {
+    options: NormalizeOptions,
+    dedup: Option<Dedup>,
+    output: String,
+    metrics: StageMetrics,
+}
+
+fn cache_error(e: CacheError) -> StageError {
+    match e {
+        CacheError::Unavailable(msg) => StageError::unavailable("memcached", anyhow::anyhow!(msg)),
+        CacheError::Rejected(msg) => StageError::Transient(anyhow::anyhow!(msg)),
+    }
+}
+
+fn claim_id(r: &Record) -> String {
+    format!("{}:{}:{}", r.topic, r.partition, r.offset)
+}
+
+impl NormalizeDedup {
+    /// A processor writing to `output`.
+    pub fn new(settings: Settings, output: String, dedup: Dedup, metrics: StageMetrics) -> Self {
+        Self {
+            options: settings.normalize_options(),
+            dedup: settings.dedup.then_some(dedup),
+            output,
+            metrics,
+        }
+    }
+}
+
+#[async_trait]
+impl Processor for NormalizeDedup {
+    async fn process(&self, record: &Record) -> Result<Vec<OutRecord>, StageError> {
+        let input = UrlIn::decode(&record.value).map_err(|e| {
+            StageError::invalid(e.code(), format!("undecodable url-in message: {e}"))
+        })?;
+        let url = normalize(&input.url, &self.options)
+            .map_err(|r| StageError::invalid(r.code(), format!("{r}: {}", truncate(&input.url))))?;
+        let domain = registrable_domain_of(&url)
+            .ok_or_else(|| StageError::invalid("no_host", format!("no host: {url}")))?;
+        let url = url.to_string();
+        if let Some(dedup) = &self.dedup {
+            if dedup
+                .claim(&url, &claim_id(record))
+                .await
+                .map_err(cache_error)?
+                == Claim::Duplicate
+            {
+                self.metrics.event("duplicate");
+                return Ok(Vec::new());
+            }
+        }
+        self.metrics.event("passed");
+        let out = CrawlUrl {
+            url,
+            domain,
+            depth: input.depth,
+            source: input.source,
+            queued_at_ms: now_ms(),
+        };
+        Ok(vec![
+            OutRecord::new(self.output.clone(), out.encode()).with_key(out.domain.as_bytes())
+        ])
+    }
+
+    async fn acknowledged(&self, _record: &Record, outputs: &[OutRecord]) {
+        let Some(dedup) = &self.dedup else { return };
+        for o in outputs {
+            if let Ok(u) = CrawlUrl::decode(&o.value) {
+                // Best effort: if this fails the entry stays "claimed", which other records
+                // already treat as seen; only a replay of this very record would re-emit it.
+                if let Err(e) = dedup.passed(&u.url).await {
+                    tracing::debug!(error = %e, "could not mark URL as passed");
+                }
+            }
+        }
+    }
+}
+
+fn truncate(s: &str) -> String {
+    const MAX: usize = 200;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

@@ -1,0 +1,103 @@
+# shellcheck shell=bash
+# Installs (once, cached outside the clone) and starts the real servers the tests use:
+# tansu (Kafka protocol), memcached, etcd — each on 127.0.0.1 with its own data dir, stopped
+# by PID. Source this file, then: sluice_prereqs; sluice_services_start; ...; sluice_services_stop
+
+SLUICE_CACHE="${SLUICE_CACHE:-$HOME/.cache/sluice}"
+SLUICE_TOOLS="$SLUICE_CACHE/tools"
+TANSU_VERSION=0.6.0
+SLUICE_PORT_KAFKA="${SLUICE_PORT_KAFKA:-19092}"
+SLUICE_PORT_MEMCACHED="${SLUICE_PORT_MEMCACHED:-21211}"
+SLUICE_PORT_ETCD="${SLUICE_PORT_ETCD:-22379}"
+SLUICE_PORT_ETCD_PEER="${SLUICE_PORT_ETCD_PEER:-22380}"
+
+_say() { echo "[services] $*" >&2; }
+
+# Debian packages: build prerequisites (protoc for etcd-client, cmake and the curl header for
+# librdkafka) and the servers.
+sluice_prereqs() {
+  local missing=()
+  command -v protoc >/dev/null || missing+=(protobuf-compiler)
+  command -v cmake >/dev/null || missing+=(cmake)
+  [ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ] || missing+=(libcurl4-openssl-dev)
+  command -v memcached >/dev/null || missing+=(memcached)
+  command -v etcd >/dev/null || missing+=(etcd-server)
+  command -v etcdctl >/dev/null || missing+=(etcd-client)
+  command -v curl >/dev/null || missing+=(curl)
+  if [ ${#missing[@]} -gt 0 ]; then
+    _say "installing ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if [ ! -x "$SLUICE_TOOLS/bin/tansu" ]; then
+    _say "building tansu $TANSU_VERSION (once; ~20 min on 2 cores)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
+      --root "$SLUICE_TOOLS" >&2
+  fi
+}
+
+_wait_port() { # port, name, pid
+  local i
+  for i in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    if ! kill -0 "$3" 2>/dev/null; then _say "$2 exited; log:"; cat "$SLUICE_DATA/$2.log" >&2; return 1; fi
+    sleep 0.1
+  done
+  _say "$2 did not open port $1"; return 1
+}
+
+_port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+sluice_services_start() {
+  SLUICE_DATA="$(mktemp -d "${TMPDIR:-/tmp}/sluice-services.XXXXXX")"
+  export SLUICE_DATA
+  for p in "$SLUICE_PORT_KAFKA" "$SLUICE_PORT_MEMCACHED" "$SLUICE_PORT_ETCD" "$SLUICE_PORT_ETCD_PEER"; do
+    _port_free "$p" || { _say "port $p is taken; set SLUICE_PORT_* to free ports"; return 1; }
+  done
+  # tansu's sqlite path is relative to its working directory.
+  ( cd "$SLUICE_DATA" && exec "$SLUICE_TOOLS/bin/tansu" broker \
+      --listener-url "tcp://127.0.0.1:$SLUICE_PORT_KAFKA" \
+      --advertised-listener-url "tcp://127.0.0.1:$SLUICE_PORT_KAFKA" \
+      --storage-engine sqlite://tansu.db ) >"$SLUICE_DATA/tansu.log" 2>&1 &
+  echo $! >"$SLUICE_DATA/tansu.pid"
+  local mc_user=()
+  [ "$(id -u)" -eq 0 ] && mc_user=(-u memcache)
+  memcached "${mc_user[@]}" -l 127.0.0.1 -p "$SLUICE_PORT_MEMCACHED" -m 256 -U 0 -c 4096 \
+    >"$SLUICE_DATA/memcached.log" 2>&1 &
+  echo $! >"$SLUICE_DATA/memcached.pid"
+  etcd --name sluice --data-dir "$SLUICE_DATA/etcd" \
+    --listen-client-urls "http://127.0.0.1:$SLUICE_PORT_ETCD" \
+    --advertise-client-urls "http://127.0.0.1:$SLUICE_PORT_ETCD" \
+    --listen-peer-urls "http://127.0.0.1:$SLUICE_PORT_ETCD_PEER" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$SLUICE_PORT_ETCD_PEER" \
+    --initial-cluster "sluice=http://127.0.0.1:$SLUICE_PORT_ETCD_PEER" >"$SLUICE_DATA/etcd.log" 2>&1 &
+  echo $! >"$SLUICE_DATA/etcd.pid"
+  _wait_port "$SLUICE_PORT_KAFKA" tansu "$(cat "$SLUICE_DATA/tansu.pid")"
+  _wait_port "$SLUICE_PORT_MEMCACHED" memcached "$(cat "$SLUICE_DATA/memcached.pid")"
+  _wait_port "$SLUICE_PORT_ETCD" etcd "$(cat "$SLUICE_DATA/etcd.pid")"
+  export SLUICE_TEST_BROKER="127.0.0.1:$SLUICE_PORT_KAFKA"
+  export SLUICE_TEST_MEMCACHED="127.0.0.1:$SLUICE_PORT_MEMCACHED"
+  export SLUICE_TEST_ETCD="http://127.0.0.1:$SLUICE_PORT_ETCD"
+  export SLUICE_TEST_TANSU_BIN="$SLUICE_TOOLS/bin/tansu"
+  _say "tansu $SLUICE_TEST_BROKER, memcached $SLUICE_TEST_MEMCACHED, etcd $SLUICE_TEST_ETCD (data: $SLUICE_DATA)"
+}
+
+sluice_services_stop() {
+  [ -n "${SLUICE_DATA:-}" ] || return 0
+  local f pid
+  for f in "$SLUICE_DATA"/*.pid; do
+    [ -f "$f" ] || continue
+    pid="$(cat "$f")"
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for f in "$SLUICE_DATA"/*.pid; do
+    [ -f "$f" ] || continue
+    pid="$(cat "$f")"
+    # A busy sqlite broker can ignore SIGTERM.
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -rf "$SLUICE_DATA"
+}
