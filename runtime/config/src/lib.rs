@@ -4,6 +4,32 @@
 //! The crate knows nothing about what stages do: their kinds are described to
 //! it through [`KindCatalog`].
 //!
+//! # Flow
+//!
+//! 1. [`Node::parse`] builds a positioned YAML tree (anchors, aliases and
+//!    `<<` merge keys are expanded; duplicate keys, several documents and
+//!    custom tags are errors).
+//! 2. `--set path=value` overrides ([`apply_sets`]) replace or create values;
+//!    their nodes are positioned as [`Origin::Set`].
+//! 3. [`interpolate`] substitutes `${VAR}`, `${VAR:-default}`,
+//!    `${VAR-default}`, `${VAR:?message}` and `$$` in every scalar value of
+//!    the file (values set by `--set` are literal).
+//! 4. [`load`] / [`load_str`] build a [`Pipeline`]: structure, types, unknown
+//!    fields, value ranges, broker and service addresses.
+//! 5. [`bind_ports`] moves kind-specific output ports (`discovered: url-in`)
+//!    from `settings` into [`StageSpec::outputs`].
+//! 6. [`validate`] checks kinds, settings, ports, topics, message types and
+//!    cycles, and warns about unused topics.
+//!
+//! [`load_validated`] does all of it. Callers that use [`load`] and
+//! [`validate`] separately must call [`bind_ports`] before reading
+//! `outputs` or deserializing `settings` with `deny_unknown_fields`.
+//!
+//! Any `#[derive(Deserialize)]` type can be read from a [`Node`] with
+//! [`from_node`]; errors are positioned at the key (unknown field), the value
+//! (wrong type or value) or the map (missing field). Wrap a field in
+//! [`Spanned`] to keep its position.
+//!
 //! ```
 //! use sluice_config::{load_str, Broker};
 //!
@@ -11,6 +37,13 @@
 //! let p = load_str(yaml, "pipeline.yaml", &[], &|_| None).unwrap();
 //! assert_eq!(p.broker.value, Broker::Memory);
 //! assert_eq!(p.topics["t"].partitions, 2);
+//!
+//! let sets = vec!["topics.t.partitions=0".to_string()];
+//! let err = load_str(yaml, "pipeline.yaml", &sets, &|_| None).unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "--set topics.t.partitions=0: error: partitions must be at least 1"
+//! );
 //! ```
 
 #![warn(missing_docs)]

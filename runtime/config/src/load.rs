@@ -15,6 +15,8 @@ use crate::node::{Node, NodeValue};
 use crate::overrides::apply_sets;
 use crate::spanned::Spanned;
 
+/// Top-level fields; keys starting with `x-` are also accepted and ignored,
+/// as a home for YAML anchors shared by several stages.
 const TOP_FIELDS: &[&str] = &[
     "name",
     "broker",
@@ -107,18 +109,20 @@ impl Builder {
         from_node(node).map_err(|d| self.diags.push(d)).ok()
     }
 
-    /// The entries of a map that may only contain `allowed` keys; null counts
-    /// as an empty map.
+    /// The entries of a map that may only contain `allowed` keys (plus
+    /// `x-...` keys when `extensions`); null counts as an empty map.
     fn fields<'a>(
         &mut self,
         node: &'a Node,
         allowed: &'static [&'static str],
+        extensions: bool,
     ) -> Option<&'a [(Node, Node)]> {
         match &node.value {
             NodeValue::Null => Some(&[]),
             NodeValue::Map(entries) => {
                 for (key, _) in entries {
-                    if !allowed.contains(&key.key_text()) {
+                    let extension = extensions && key.key_text().starts_with("x-");
+                    if !allowed.contains(&key.key_text()) && !extension {
                         let e = DeError::unknown_field(key.key_text(), allowed);
                         self.diags.error(&key.pos, e.message());
                     }
@@ -167,7 +171,7 @@ fn build(root: Node, path: PathBuf) -> Result<Pipeline, Diagnostics> {
         );
         return Err(b.diags);
     }
-    let Some(top) = b.fields(&root, TOP_FIELDS) else {
+    let Some(top) = b.fields(&root, TOP_FIELDS, true) else {
         return Err(b.diags);
     };
 
@@ -258,7 +262,7 @@ fn build_services(b: &mut Builder, node: Option<&Node>, root_pos: &Pos) -> Servi
     // still have a useful place.
     let default_pos = node.map_or(root_pos, |n| &n.pos).clone();
     let entries = node
-        .and_then(|n| b.fields(n, SERVICE_FIELDS))
+        .and_then(|n| b.fields(n, SERVICE_FIELDS, false))
         .unwrap_or(&[]);
     let mut optional = |key: &str| -> Option<Spanned<String>> {
         let node = get(entries, key)?;

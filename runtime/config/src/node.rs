@@ -682,7 +682,7 @@ mod tests {
         assert_eq!(keys, ["kind", "replicas"]);
         assert_eq!(stage.get("replicas").unwrap().as_str(), Some("3"));
         // The merged value keeps the position where it was written.
-        assert_eq!(at(stage.get("kind").unwrap()), (1, 31));
+        assert_eq!(at(stage.get("kind").unwrap()), (1, 30));
         assert_eq!(
             parse("a:\n  <<: 3\n").unwrap_err(),
             "n.yaml:2:7: error: the merge key `<<` needs a map or a list of maps (e.g. `<<: *defaults`)"

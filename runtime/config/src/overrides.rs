@@ -28,6 +28,8 @@ pub fn apply_set(root: &mut Node, set: &str) -> Result<(), Diagnostic> {
     let (path, value) = set
         .split_once('=')
         .ok_or_else(|| fail("malformed --set: expected `dotted.path=value`".to_string()))?;
+    // Shells make `--set "a.b = 3"` easy to type; the spaces are not part of the key.
+    let path = path.trim();
     let segments = split_path(path).map_err(fail)?;
     let value = Node::parse_with_pos(value, &pos)
         .map_err(|d| fail(format!("malformed --set value: {}", d.message)))?;
@@ -156,8 +158,8 @@ mod tests {
     #[test]
     fn later_sets_win_and_sequences_index() {
         let mut n = tree("a: [x, y]\n");
-        assert!(apply_sets(&mut n, &sets(&["b=1", "b=2", "a.1=z"])).is_empty());
-        assert_eq!(n.to_yaml_string(), "a:\n- x\n- z\nb: 2\n");
+        assert!(apply_sets(&mut n, &sets(&["b=1", "b=2", "a.1=z", " c = 4"])).is_empty());
+        assert_eq!(n.to_yaml_string(), "a:\n- x\n- z\nb: 2\nc: 4\n");
     }
 
     #[test]

@@ -233,6 +233,28 @@ fn anchors_and_aliases_are_expanded() {
 }
 
 #[test]
+fn extension_fields_hold_shared_anchors() {
+    let text = "name: x\nx-defaults: &crawl {kind: crawl, replicas: 3, timeout: 5s}\n\
+                topics:\n  urls: {type: Url}\n  pages: {}\n\
+                stages:\n  a:\n    <<: *crawl\n    input: urls\n    output: pages\n    replicas: 1\n  \
+                store: {kind: sink, input: pages}\n";
+    let (p, warnings) = load_str_validated(text, "p.yaml", &[], &no_env, &catalog()).unwrap();
+    assert!(warnings.is_empty(), "{warnings}");
+    let a = &p.stages["a"];
+    assert_eq!((a.kind.value.as_str(), a.replicas), ("crawl", 1));
+    assert_eq!(
+        a.settings.get("timeout").unwrap().pos.to_string(),
+        "p.yaml:2:56"
+    );
+    let e = load_str("name: x\ny-other: 1\n", "p.yaml", &[], &no_env).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("p.yaml:2:1: error: unknown field `y-other`"),
+        "{e}"
+    );
+}
+
+#[test]
 fn load_from_file_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pipeline.yaml");

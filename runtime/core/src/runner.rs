@@ -73,6 +73,13 @@ impl Running {
         }
     }
 
+    /// Stops every stage at once without draining or committing — what a crash (SIGKILL)
+    /// does, for tests of at-least-once delivery.
+    pub fn abort(mut self) {
+        self.tasks.abort_all();
+        self.shutdown.cancel();
+    }
+
     /// True when every consuming stage has committed everything in its input topic (the
     /// pipeline has nothing left to do unless new input arrives).
     pub async fn is_idle(&self) -> anyhow::Result<bool> {
@@ -91,8 +98,23 @@ impl Running {
     }
 }
 
-/// Starts the stages. Returns once they are all started.
+/// Starts the stages on the bus pipeline.yaml names. Returns once they are all started.
 pub async fn start(
+    pipeline: Arc<Pipeline>,
+    registry: &Registry,
+    opts: RunOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    let bus = connect::bus(&pipeline);
+    let services = Services::from_pipeline(&pipeline)?;
+    start_on(bus, services, pipeline, registry, opts, shutdown).await
+}
+
+/// Starts the stages on a given bus and services (several runners can share one embedded bus,
+/// like several processes share a Kafka cluster).
+pub async fn start_on(
+    bus: Arc<dyn Bus>,
+    services: Services,
     pipeline: Arc<Pipeline>,
     registry: &Registry,
     opts: RunOptions,
@@ -117,7 +139,6 @@ pub async fn start(
         }
         opts.stages.clone()
     };
-    let bus = connect::bus(&pipeline);
     let metrics = Metrics::new();
     let health = Health::new();
     health.register(BROKER);
@@ -137,7 +158,6 @@ pub async fn start(
         .context("creating the pipeline's topics")?;
     spawn_broker_watch(bus.clone(), health.clone(), shutdown.clone());
 
-    let services = Services::from_pipeline(&pipeline)?;
     let producer = bus.producer().context("creating the producer")?;
     let mut tasks = JoinSet::new();
     let mut consumers = Vec::new();

@@ -1,0 +1,176 @@
+//! Shared helpers of the integration tests: the real servers started by `tests/run.sh`,
+//! unique names so tests can share them, pipeline files, stage processes, topic readers.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub mod dataset;
+
+use sluice_bus::{Bus, ConsumerEvent, Record, StartFrom, SubscribeOptions, TopicPartition};
+
+/// Addresses of the servers `tests/run.sh` started.
+pub struct Servers {
+    pub broker: String,
+    pub memcached: String,
+    pub etcd: String,
+}
+
+/// The test servers. Integration tests need them: run the suite with `tests/run.sh`.
+pub fn servers() -> Servers {
+    let get = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| {
+            panic!("{k} is not set: run the suite with tests/run.sh, which starts tansu, memcached and etcd")
+        })
+    };
+    Servers {
+        broker: get("SLUICE_TEST_BROKER"),
+        memcached: get("SLUICE_TEST_MEMCACHED"),
+        etcd: get("SLUICE_TEST_ETCD"),
+    }
+}
+
+/// A name no other test (or earlier run against the same servers) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 1_000_000_000;
+    format!("{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Writes a pipeline file into `dir`.
+pub fn write_pipeline(dir: &Path, yaml: &str) -> PathBuf {
+    let p = dir.join("pipeline.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    p
+}
+
+/// The `sluice` binary under test.
+pub fn sluice() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    c.env("SLUICE_LOG_FORMAT", "text").env("RUST_LOG", "warn,sluice_runtime=info");
+    c
+}
+
+/// A stage process, killed (SIGKILL) when dropped.
+pub struct StageProcess {
+    pub child: Child,
+    pub name: String,
+}
+
+impl StageProcess {
+    /// `sluice run -f FILE --stage STAGE --metrics-addr 127.0.0.1:0`, logging to `log`.
+    pub fn spawn(file: &Path, stage: &str, log: &Path) -> Self {
+        let out = std::fs::File::create(log).unwrap();
+        let child = sluice()
+            .args(["run", "-f"])
+            .arg(file)
+            .args(["--stage", stage, "--metrics-addr", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("start sluice");
+        Self { child, name: stage.into() }
+    }
+
+    /// SIGKILL: no draining, no commit.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe_term(self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "stage {} did not stop on SIGTERM", self.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn unsafe_term(pid: u32) {
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+}
+
+impl Drop for StageProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill9();
+        }
+    }
+}
+
+/// Reads every record of `topic` from the beginning until `want(records)` says done or
+/// `timeout` passes without new records. Uses a throw-away group and never commits.
+pub async fn read_topic(
+    bus: &Arc<dyn Bus>,
+    topic: &str,
+    idle_timeout: Duration,
+    mut done: impl FnMut(&[Record]) -> bool,
+) -> Vec<Record> {
+    let mut c = bus
+        .subscribe(SubscribeOptions {
+            group: unique("reader"),
+            topics: vec![topic.into()],
+            start_from: StartFrom::Earliest,
+            buffer: 4096,
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    loop {
+        if done(&out) {
+            break;
+        }
+        match tokio::time::timeout(idle_timeout, c.next()).await {
+            Ok(Ok(ConsumerEvent::Record(r))) => out.push(r),
+            Ok(Ok(ConsumerEvent::Revoked { ack, .. })) => ack.done(Vec::new()),
+            Ok(Ok(ConsumerEvent::Assigned(_))) => {}
+            Ok(Err(e)) => panic!("reading {topic}: {e}"),
+            Err(_) => break,
+        }
+    }
+    c.close().await.ok();
+    out
+}
+
+/// Waits until `group` has committed everything in `topic` (or panics after `timeout`).
+pub async fn wait_caught_up(bus: &Arc<dyn Bus>, group: &str, topic: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let n = bus.partitions(topic).await.unwrap();
+    let tps: Vec<TopicPartition> = (0..n).map(|p| TopicPartition::new(topic, p)).collect();
+    loop {
+        let committed = bus.committed(group, &tps).await.unwrap_or_default();
+        let mut behind = 0;
+        for (tp, c) in tps.iter().zip(committed.iter().chain(std::iter::repeat(&None))) {
+            let (_, high) = bus.watermarks(tp).await.unwrap();
+            behind += high - c.unwrap_or(0);
+        }
+        if behind == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "group {group} still {behind} behind on {topic}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Counts values.
+pub fn histogram<'a>(values: impl Iterator<Item = &'a str>) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for v in values {
+        *m.entry(v.to_string()).or_default() += 1;
+    }
+    m
+}

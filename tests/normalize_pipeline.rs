@@ -1,0 +1,237 @@
+//! normalize/dedup end to end: 10,000 URLs (30% duplicates after normalization, 5% malformed)
+//! through two normalize instances in one consumer group, on the real broker and memcached,
+//! and on the embedded bus — each also with one instance killed mid-run.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::dataset::{dataset, Dataset};
+use common::{read_topic, servers, unique, wait_caught_up, write_pipeline, StageProcess};
+use sluice_bus::{Bus, OutRecord, Record};
+use sluice_runtime::kafka::KafkaBus;
+use sluice_topics::{Contract, CrawlUrl};
+
+struct Names {
+    stage: String,
+    url_in: String,
+    urls: String,
+    dlq: String,
+}
+
+fn names() -> Names {
+    let id = unique("n");
+    Names {
+        stage: format!("normalize-{id}"),
+        url_in: format!("url-in-{id}"),
+        urls: format!("urls-{id}"),
+        dlq: format!("dlq-{id}"),
+    }
+}
+
+fn pipeline_yaml(n: &Names, broker: &str, memcached: &str) -> String {
+    format!(
+        r#"name: normalize-test
+broker: {broker}
+services:
+  memcached: {memcached}
+dead_letter: {dlq}
+topics:
+  {url_in}: {{ partitions: 4 }}
+  {urls}: {{ partitions: 4 }}
+  {dlq}: {{ partitions: 1 }}
+stages:
+  {stage}:
+    kind: normalize-dedup
+    input: {url_in}
+    output: {urls}
+    key_prefix: "{stage}:"
+    recrawl_after: 1h
+"#,
+        dlq = n.dlq,
+        url_in = n.url_in,
+        urls = n.urls,
+        stage = n.stage,
+    )
+}
+
+async fn produce_all(bus: &Arc<dyn Bus>, topic: &str, inputs: &[String]) {
+    let p = bus.producer().unwrap();
+    let sends: Vec<_> = inputs
+        .iter()
+        .map(|u| p.send(OutRecord::new(topic, u.as_bytes().to_vec())))
+        .collect();
+    for r in futures::future::join_all(sends).await {
+        r.expect("produce");
+    }
+}
+
+/// The urls topic holds every unique normalized URL — exactly once when `exactly_once`, at
+/// least once otherwise — keyed by registrable domain; the dead-letter topic holds every
+/// malformed input with its reason.
+async fn check_outputs(bus: &Arc<dyn Bus>, n: &Names, data: &Dataset, exactly_once: bool) {
+    let want = data.unique.len();
+    let urls = read_topic(bus, &n.urls, Duration::from_secs(5), |_| false).await;
+    let decoded: Vec<CrawlUrl> = urls
+        .iter()
+        .map(|r| CrawlUrl::decode(&r.value).expect("urls holds CrawlUrl JSON"))
+        .collect();
+    let got: HashSet<String> = decoded.iter().map(|u| u.url.clone()).collect();
+    let missing: Vec<_> = data.unique.difference(&got).take(5).collect();
+    let extra: Vec<_> = got.difference(&data.unique).take(5).collect();
+    assert!(missing.is_empty(), "lost URLs (first 5): {missing:?}");
+    assert!(extra.is_empty(), "unexpected URLs (first 5): {extra:?}");
+    if exactly_once {
+        assert_eq!(urls.len(), want, "every unique URL exactly once");
+    } else {
+        eprintln!(
+            "after the crash: {} records for {want} unique URLs ({} replayed duplicates)",
+            urls.len(),
+            urls.len() - want
+        );
+    }
+    for (r, u) in urls.iter().zip(&decoded) {
+        assert_eq!(r.key.as_deref(), Some(u.domain.as_bytes()), "keyed by registrable domain");
+        assert!(u.url.contains(&u.domain));
+    }
+    let dlq: Vec<Record> =
+        read_topic(bus, &n.dlq, Duration::from_secs(3), |r| r.len() >= data.malformed).await;
+    assert_eq!(dlq.len(), data.malformed, "every malformed input dead-lettered once");
+    for r in &dlq {
+        for h in [
+            "sluice.stage",
+            "sluice.error",
+            "sluice.error_code",
+            "sluice.attempts",
+            "sluice.source.topic",
+            "sluice.source.partition",
+            "sluice.source.offset",
+        ] {
+            assert!(r.header(h).is_some(), "dead letter lacks header {h}");
+        }
+        assert_eq!(r.header("sluice.stage"), Some(n.stage.as_bytes()));
+        assert_eq!(r.header("sluice.source.topic"), Some(n.url_in.as_bytes()));
+        let code = std::str::from_utf8(r.header("sluice.error_code").unwrap()).unwrap();
+        assert!(
+            ["unparsable", "unsupported_scheme", "no_host", "too_long"].contains(&code),
+            "unexpected code {code}"
+        );
+    }
+}
+
+fn kafka_bus() -> Arc<dyn Bus> {
+    Arc::new(KafkaBus::new(&servers().broker, Default::default()))
+}
+
+async fn kafka_scenario(kill_midway: bool) {
+    let s = servers();
+    let n = names();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(dir.path(), &pipeline_yaml(&n, &s.broker, &s.memcached));
+    let status = common::sluice()
+        .args(["topics", "create", "-f"])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "sluice topics create failed on:\n{}",
+        std::fs::read_to_string(&file).unwrap()
+    );
+    let bus = kafka_bus();
+    let data = dataset(10_000, if kill_midway { 7 } else { 3 });
+
+    let mut a = StageProcess::spawn(&file, &n.stage, &dir.path().join("a.log"));
+    let mut b = StageProcess::spawn(&file, &n.stage, &dir.path().join("b.log"));
+    produce_all(&bus, &n.url_in, &data.inputs).await;
+    if kill_midway {
+        // Kill one member once output is flowing, then start it again.
+        let third = data.unique.len() / 3;
+        read_topic(&bus, &n.urls, Duration::from_secs(60), |r| r.len() >= third).await;
+        a.kill9();
+        a = StageProcess::spawn(&file, &n.stage, &dir.path().join("a2.log"));
+    }
+    wait_caught_up(&bus, &n.stage, &n.url_in, Duration::from_secs(180)).await;
+    check_outputs(&bus, &n, &data, !kill_midway).await;
+    assert!(a.terminate().success(), "clean exit on SIGTERM");
+    assert!(b.terminate().success(), "clean exit on SIGTERM");
+    let log = std::fs::read_to_string(dir.path().join("b.log")).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_two_replicas_pass_each_url_once_and_dead_letter_the_malformed() {
+    kafka_scenario(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_replica_killed_mid_run_loses_nothing() {
+    kafka_scenario(true).await;
+}
+
+mod embedded {
+    use super::*;
+    use sluice_runtime::registry::Registry;
+    use sluice_runtime::runner::{start_on, RunOptions};
+    use sluice_runtime::services::Services;
+    use tokio_util::sync::CancellationToken;
+
+    fn registry() -> Registry {
+        let mut r = Registry::new();
+        r.register(sluice_stage_normalize::Kind);
+        r
+    }
+
+    async fn scenario(kill_midway: bool) {
+        let n = names();
+        let (p, _) = sluice_config::load_str_validated(
+            &pipeline_yaml(&n, "memory", "memory"),
+            "embedded.yaml",
+            &[],
+            &|_| None,
+            &registry(),
+        )
+        .expect("valid pipeline");
+        let p = Arc::new(p);
+        let bus: Arc<dyn Bus> = Arc::new(sluice_bus::memory::MemoryBus::new());
+        // Both instances share the process's in-memory cache, as stages of one process do.
+        let services = Services::in_memory();
+        let opts = RunOptions {
+            stages: vec![n.stage.clone()],
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        };
+        let reg = registry();
+        let start = |token: CancellationToken| {
+            start_on(bus.clone(), services.clone(), p.clone(), &reg, opts.clone(), token)
+        };
+        let (ta, tb) = (CancellationToken::new(), CancellationToken::new());
+        let mut a = start(ta.clone()).await.unwrap();
+        let b = start(tb.clone()).await.unwrap();
+        let data = dataset(10_000, if kill_midway { 11 } else { 5 });
+        produce_all(&bus, &n.url_in, &data.inputs).await;
+        if kill_midway {
+            let third = data.unique.len() / 3;
+            read_topic(&bus, &n.urls, Duration::from_secs(60), |r| r.len() >= third).await;
+            a.abort();
+            a = start(CancellationToken::new()).await.unwrap();
+        }
+        wait_caught_up(&bus, &n.stage, &n.url_in, Duration::from_secs(120)).await;
+        check_outputs(&bus, &n, &data, !kill_midway).await;
+        a.shutdown.cancel();
+        tb.cancel();
+        a.wait().await.unwrap();
+        b.wait().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_two_instances_pass_each_url_once() {
+        scenario(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_instance_crash_loses_nothing() {
+        scenario(true).await;
+    }
+}
