@@ -35,6 +35,10 @@ fn pipeline_yaml(n: &Names, broker: &str, memcached: &str) -> String {
     format!(
         r#"name: normalize-test
 broker: {broker}
+broker_options:
+  # A killed member's partitions move after this, instead of librdkafka's 45 s default.
+  session.timeout.ms: 6000
+  heartbeat.interval.ms: 1000
 services:
   memcached: {memcached}
 dead_letter: {dlq}
@@ -93,12 +97,22 @@ async fn check_outputs(bus: &Arc<dyn Bus>, n: &Names, data: &Dataset, exactly_on
         );
     }
     for (r, u) in urls.iter().zip(&decoded) {
-        assert_eq!(r.key.as_deref(), Some(u.domain.as_bytes()), "keyed by registrable domain");
+        assert_eq!(
+            r.key.as_deref(),
+            Some(u.domain.as_bytes()),
+            "keyed by registrable domain"
+        );
         assert!(u.url.contains(&u.domain));
     }
-    let dlq: Vec<Record> =
-        read_topic(bus, &n.dlq, Duration::from_secs(3), |r| r.len() >= data.malformed).await;
-    assert_eq!(dlq.len(), data.malformed, "every malformed input dead-lettered once");
+    let dlq: Vec<Record> = read_topic(bus, &n.dlq, Duration::from_secs(3), |r| {
+        r.len() >= data.malformed
+    })
+    .await;
+    assert_eq!(
+        dlq.len(),
+        data.malformed,
+        "every malformed input dead-lettered once"
+    );
     for r in &dlq {
         for h in [
             "sluice.stage",
@@ -145,13 +159,17 @@ async fn kafka_scenario(kill_midway: bool) {
 
     let mut a = StageProcess::spawn(&file, &n.stage, &dir.path().join("a.log"));
     let mut b = StageProcess::spawn(&file, &n.stage, &dir.path().join("b.log"));
-    produce_all(&bus, &n.url_in, &data.inputs).await;
     if kill_midway {
-        // Kill one member once output is flowing, then start it again.
-        let third = data.unique.len() / 3;
-        read_topic(&bus, &n.urls, Duration::from_secs(60), |r| r.len() >= third).await;
+        // Kill one member while output is flowing, feed more while it is dead, restart it.
+        let (first, second) = data.inputs.split_at(data.inputs.len() / 2);
+        produce_all(&bus, &n.url_in, first).await;
+        let some = data.unique.len() / 6;
+        read_topic(&bus, &n.urls, Duration::from_secs(60), |r| r.len() >= some).await;
         a.kill9();
+        produce_all(&bus, &n.url_in, second).await;
         a = StageProcess::spawn(&file, &n.stage, &dir.path().join("a2.log"));
+    } else {
+        produce_all(&bus, &n.url_in, &data.inputs).await;
     }
     wait_caught_up(&bus, &n.stage, &n.url_in, Duration::from_secs(180)).await;
     check_outputs(&bus, &n, &data, !kill_midway).await;
@@ -204,18 +222,29 @@ mod embedded {
         };
         let reg = registry();
         let start = |token: CancellationToken| {
-            start_on(bus.clone(), services.clone(), p.clone(), &reg, opts.clone(), token)
+            start_on(
+                bus.clone(),
+                services.clone(),
+                p.clone(),
+                &reg,
+                opts.clone(),
+                token,
+            )
         };
         let (ta, tb) = (CancellationToken::new(), CancellationToken::new());
         let mut a = start(ta.clone()).await.unwrap();
         let b = start(tb.clone()).await.unwrap();
         let data = dataset(10_000, if kill_midway { 11 } else { 5 });
-        produce_all(&bus, &n.url_in, &data.inputs).await;
         if kill_midway {
-            let third = data.unique.len() / 3;
-            read_topic(&bus, &n.urls, Duration::from_secs(60), |r| r.len() >= third).await;
+            let (first, second) = data.inputs.split_at(data.inputs.len() / 2);
+            produce_all(&bus, &n.url_in, first).await;
+            let some = data.unique.len() / 6;
+            read_topic(&bus, &n.urls, Duration::from_secs(60), |r| r.len() >= some).await;
             a.abort();
+            produce_all(&bus, &n.url_in, second).await;
             a = start(CancellationToken::new()).await.unwrap();
+        } else {
+            produce_all(&bus, &n.url_in, &data.inputs).await;
         }
         wait_caught_up(&bus, &n.stage, &n.url_in, Duration::from_secs(120)).await;
         check_outputs(&bus, &n, &data, !kill_midway).await;

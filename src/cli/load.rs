@@ -18,7 +18,7 @@ impl std::fmt::Display for Invalid {
             .iter()
             .filter(|d| d.severity == Severity::Error)
             .count();
-        write!(f, "{}{errors} error(s) in the pipeline", self.0)
+        write!(f, "{}\n{errors} error(s) in the pipeline", self.0)
     }
 }
 

@@ -69,13 +69,35 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         .await?;
         tracing::info!(sent = summary.sent, rejected = summary.rejected, topic = %a.seed_topic, "seeds produced");
     }
+    let bus = running.bus.clone();
     if let Some(idle) = a.exit_when_idle {
         let bus_check = IdleWatch { idle };
         bus_check.watch(&running).await;
         shutdown.cancel();
     }
     running.wait().await?;
+    print_topic_sizes(&*bus, &p).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A closing summary: how many messages each topic holds (the embedded bus dies with the
+/// process, so this is the last chance to see what the run produced).
+async fn print_topic_sizes(bus: &dyn sluice_bus::Bus, p: &sluice_config::Pipeline) {
+    for name in p.topics.keys() {
+        let Ok(n) = bus.partitions(name).await else {
+            continue;
+        };
+        let mut total = 0;
+        for part in 0..n {
+            if let Ok((low, high)) = bus
+                .watermarks(&sluice_bus::TopicPartition::new(name, part))
+                .await
+            {
+                total += high - low;
+            }
+        }
+        eprintln!("{name}: {total} messages");
+    }
 }
 
 struct IdleWatch {

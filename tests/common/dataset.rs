@@ -37,7 +37,12 @@ fn variant(i: usize, rng: &mut StdRng) -> String {
     let (host, path) = rest.split_once('/').unwrap();
     let path = format!("/{path}");
     match rng.random_range(0..7) {
-        0 => format!("{}://{}{}", scheme.to_uppercase(), host.to_uppercase(), path),
+        0 => format!(
+            "{}://{}{}",
+            scheme.to_uppercase(),
+            host.to_uppercase(),
+            path
+        ),
         1 => {
             let port = if scheme == "http" { ":80" } else { ":443" };
             if host.contains(':') {
@@ -78,13 +83,21 @@ pub fn dataset(total: usize, seed: u64) -> Dataset {
     let mut unique = HashSet::new();
     for i in 0..n_unique {
         // Half the first sightings are already variants: what counts is the normal form.
-        let s = if rng.random_bool(0.5) { canonical(i) } else { variant(i, &mut rng) };
+        let s = if rng.random_bool(0.5) {
+            canonical(i)
+        } else {
+            variant(i, &mut rng)
+        };
         inputs.push(s);
         unique.insert(canonical(i));
     }
     for _ in 0..n_dup {
         let i = rng.random_range(0..n_unique);
-        inputs.push(if rng.random_bool(0.3) { canonical(i) } else { variant(i, &mut rng) });
+        inputs.push(if rng.random_bool(0.3) {
+            canonical(i)
+        } else {
+            variant(i, &mut rng)
+        });
     }
     for i in 0..n_bad {
         inputs.push(malformed(i));

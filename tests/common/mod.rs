@@ -42,7 +42,11 @@ pub fn unique(prefix: &str) -> String {
         .unwrap()
         .as_nanos()
         % 1_000_000_000;
-    format!("{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Writes a pipeline file into `dir`.
@@ -55,7 +59,8 @@ pub fn write_pipeline(dir: &Path, yaml: &str) -> PathBuf {
 /// The `sluice` binary under test.
 pub fn sluice() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    c.env("SLUICE_LOG_FORMAT", "text").env("RUST_LOG", "warn,sluice_runtime=info");
+    c.env("SLUICE_LOG_FORMAT", "text")
+        .env("RUST_LOG", "warn,sluice_runtime=info");
     c
 }
 
@@ -77,7 +82,10 @@ impl StageProcess {
             .stderr(out)
             .spawn()
             .expect("start sluice");
-        Self { child, name: stage.into() }
+        Self {
+            child,
+            name: stage.into(),
+        }
     }
 
     /// SIGKILL: no draining, no commit.
@@ -94,14 +102,20 @@ impl StageProcess {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < deadline, "stage {} did not stop on SIGTERM", self.name);
+            assert!(
+                Instant::now() < deadline,
+                "stage {} did not stop on SIGTERM",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
 
 fn unsafe_term(pid: u32) {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
 }
 
 impl Drop for StageProcess {
@@ -154,14 +168,20 @@ pub async fn wait_caught_up(bus: &Arc<dyn Bus>, group: &str, topic: &str, timeou
     loop {
         let committed = bus.committed(group, &tps).await.unwrap_or_default();
         let mut behind = 0;
-        for (tp, c) in tps.iter().zip(committed.iter().chain(std::iter::repeat(&None))) {
+        for (tp, c) in tps
+            .iter()
+            .zip(committed.iter().chain(std::iter::repeat(&None)))
+        {
             let (_, high) = bus.watermarks(tp).await.unwrap();
             behind += high - c.unwrap_or(0);
         }
         if behind == 0 {
             return;
         }
-        assert!(Instant::now() < deadline, "group {group} still {behind} behind on {topic}");
+        assert!(
+            Instant::now() < deadline,
+            "group {group} still {behind} behind on {topic}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

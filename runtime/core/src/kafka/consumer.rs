@@ -241,12 +241,11 @@ fn poll_loop(consumer: &BaseConsumer<Ctx>, tx: &mpsc::Sender<ConsumerEvent>, sto
                     .expect("pending poisoned")
                     .push_back(r);
             }
-            Some(Err(e)) => {
-                if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                    tracing::warn!(error = %e, "kafka poll error");
-                    last_error = Some(Instant::now());
-                }
+            Some(Err(e)) if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) => {
+                tracing::warn!(error = %e, "kafka poll error");
+                last_error = Some(Instant::now());
             }
+            Some(Err(_)) => {}
             None => {}
         }
     }
