@@ -1,0 +1,195 @@
+//! The `sluice` command line: validation errors with positions, graphs, --set, --help.
+
+mod common;
+
+use common::{sluice, write_pipeline};
+
+const VALID: &str = r#"name: t
+dead_letter: dlq
+topics:
+  url-in: { partitions: 2 }
+  urls: { partitions: 2 }
+  dlq: { partitions: 1 }
+stages:
+  ingest:
+    kind: ingest
+    output: url-in
+    auth: false
+  normalize:
+    kind: normalize-dedup
+    input: url-in
+    output: urls
+"#;
+
+#[test]
+fn validate_accepts_the_shipped_pipeline() {
+    let out = sluice()
+        .args([
+            "validate",
+            "-f",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/pipeline.yaml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn validate_reports_every_error_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = VALID
+        .replace("kind: normalize-dedup", "kind: normalise")
+        .replace("output: urls", "output: urlz")
+        .replace("auth: false", "auth: false\n    listen_on: 1");
+    let file = write_pipeline(dir.path(), &broken);
+    let out = sluice()
+        .arg("validate")
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let f = file.display().to_string();
+    assert!(
+        err.contains(&format!("{f}:12:5: error: unknown field `listen_on`")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{f}:14:11: error:")) && err.contains("normalise"),
+        "{err}"
+    );
+    assert!(err.contains("urlz"), "{err}");
+}
+
+#[test]
+fn validate_reports_yaml_syntax_errors_and_set_origins() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(dir.path(), "name: t\ntopics:\n  a: { partitions: 1\n");
+    let out = sluice()
+        .arg("validate")
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("YAML syntax error"), "{err}");
+    assert!(err.contains(&format!("{}:", file.display())), "{err}");
+
+    let file = write_pipeline(dir.path(), VALID);
+    let out = sluice()
+        .arg("validate")
+        .arg("-f")
+        .arg(&file)
+        .args(["--set", "stages.normalize.replicas=many"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--set stages.normalize.replicas=many: error"),
+        "{err}"
+    );
+}
+
+#[test]
+fn graph_prints_dot_and_mermaid() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(dir.path(), VALID);
+    let dot = sluice().arg("graph").arg("-f").arg(&file).output().unwrap();
+    assert!(dot.status.success());
+    let dot = String::from_utf8_lossy(&dot.stdout);
+    assert!(dot.starts_with("digraph"), "{dot}");
+    assert!(dot.contains("normalize") && dot.contains("url-in"), "{dot}");
+    let mermaid = sluice()
+        .arg("graph")
+        .arg("-f")
+        .arg(&file)
+        .args(["--format", "mermaid"])
+        .output()
+        .unwrap();
+    let mermaid = String::from_utf8_lossy(&mermaid.stdout);
+    assert!(
+        mermaid.contains("flowchart") || mermaid.contains("graph"),
+        "{mermaid}"
+    );
+}
+
+#[test]
+fn every_command_has_help() {
+    for cmd in [
+        vec!["validate"],
+        vec!["graph"],
+        vec!["topics", "create"],
+        vec!["run"],
+        vec!["produce"],
+        vec!["consume"],
+    ] {
+        let out = sluice().args(&cmd).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{cmd:?} --help");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("--file"),
+            "{cmd:?}"
+        );
+    }
+}
+
+#[test]
+fn produce_refuses_the_embedded_bus_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(
+        dir.path(),
+        &VALID.replace("name: t", "name: t\nbroker: memory"),
+    );
+    let out = sluice()
+        .arg("produce")
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--seeds"));
+}
+
+#[test]
+fn embedded_run_processes_seeds_and_exits_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(
+        dir.path(),
+        &VALID.replace(
+            "    auth: false",
+            "    auth: false\n    listen: 127.0.0.1:0",
+        ),
+    );
+    let seeds = dir.path().join("seeds.txt");
+    std::fs::write(
+        &seeds,
+        "https://a.example.org/\nHTTPS://A.example.org:443/#x\nnot a url\nhttp://b.example.org/p\n",
+    )
+    .unwrap();
+    let out = sluice()
+        .arg("run")
+        .arg("-f")
+        .arg(&file)
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--exit-when-idle",
+            "1s",
+            "--seeds",
+        ])
+        .arg(&seeds)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Four lines in; `not a url` is refused before sending; one duplicate after normalization.
+    assert!(err.contains("url-in: 3 messages"), "{err}");
+    assert!(err.contains("urls: 2 messages"), "{err}");
+    assert!(err.contains("dlq: 0 messages"), "{err}");
+}
