@@ -143,6 +143,7 @@ async fn raw_passthrough(
 
 async fn stage_run(
     bus: Arc<dyn Bus>,
+    broker: &str,
     memcached: &str,
     input: &str,
     output: &str,
@@ -151,7 +152,7 @@ async fn stage_run(
 ) -> f64 {
     let stage = format!("bench-normalize-{id}");
     let yaml = format!(
-        "name: bench\nbroker: kafka\nservices:\n  memcached: {memcached}\ndead_letter: dlq-{id}\ntopics:\n  {input}: {{ partitions: {PARTITIONS} }}\n  {output}: {{ partitions: {PARTITIONS} }}\n  dlq-{id}: {{ partitions: 1 }}\nstages:\n  {stage}:\n    kind: normalize-dedup\n    input: {input}\n    output: {output}\n    key_prefix: \"{id}:\"\n"
+        "name: bench\nbroker: {broker}\nbroker_options:\n  enable.idempotence: \"false\"\nservices:\n  memcached: {memcached}\ndead_letter: dlq-{id}\ntopics:\n  {input}: {{ partitions: {PARTITIONS} }}\n  {output}: {{ partitions: {PARTITIONS} }}\n  dlq-{id}: {{ partitions: 1 }}\nstages:\n  {stage}:\n    kind: normalize-dedup\n    input: {input}\n    output: {output}\n    key_prefix: \"{id}:\"\n"
     );
     let mut registry = Registry::new();
     registry.register(sluice_stage_normalize::Kind);
@@ -224,7 +225,16 @@ fn main() {
         let raw =
             raw_passthrough(&broker, &input, &raw_out, &format!("bench-raw-{id}"), total).await;
         println!("raw rdkafka passthrough:           {raw:>10.0} msg/s");
-        let stage = stage_run(bus.clone(), &memcached, &input, &stage_out, &id, total).await;
+        let stage = stage_run(
+            bus.clone(),
+            &broker,
+            &memcached,
+            &input,
+            &stage_out,
+            &id,
+            total,
+        )
+        .await;
         println!("normalize/dedup stage (memcached): {stage:>10.0} msg/s");
         println!("ratio stage/raw: {:.2} (goal >= 0.80)", stage / raw);
     });

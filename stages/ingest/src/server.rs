@@ -41,7 +41,11 @@ fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
         return Some(v.as_bytes());
     }
     let auth = headers.get(header::AUTHORIZATION)?.as_bytes();
-    auth.strip_prefix(b"Bearer ").map(|k| k.trim_ascii())
+    // The scheme name is case-insensitive (RFC 7235).
+    let (scheme, key) = auth.split_at_checked(7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| key.trim_ascii())
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

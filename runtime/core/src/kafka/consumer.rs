@@ -30,6 +30,10 @@ use super::broker_err;
 /// How long a revocation waits for the stage to drain; Kafka's own rebalance timeout
 /// (max.poll.interval.ms) bounds it anyway.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Records waiting locally before the partitions are paused.
+const PAUSE_AT: usize = 20_000;
+/// Records waiting locally when fetching resumes.
+const RESUME_AT: usize = 5_000;
 
 struct Ctx {
     events: mpsc::Sender<ConsumerEvent>,
@@ -214,18 +218,21 @@ fn poll_loop(consumer: &BaseConsumer<Ctx>, tx: &mpsc::Sender<ConsumerEvent>, sto
             }
             pending.len()
         };
-        // Pausing rather than not polling keeps heartbeats and rebalances going.
-        if backlog > 0 && !paused {
+        // Pausing rather than not polling keeps heartbeats and rebalances going. Pausing drops
+        // librdkafka's prefetched data and a resume starts a new fetch round trip, so pause
+        // only far behind and resume well before running dry (hysteresis).
+        if backlog >= PAUSE_AT && !paused {
             if let Ok(a) = consumer.assignment() {
                 let _ = consumer.pause(&a);
             }
             paused = true;
-        } else if backlog == 0 && paused {
+        } else if backlog <= RESUME_AT && paused {
             if let Ok(a) = consumer.assignment() {
                 let _ = consumer.resume(&a);
             }
             paused = false;
         }
+        // With a backlog, come back soon to hand it over; otherwise wait for records.
         let timeout = if backlog > 0 {
             Duration::from_millis(10)
         } else {
