@@ -95,6 +95,7 @@ async fn raw_passthrough(
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
         .set("acks", "all")
+        .set("queue.buffering.max.messages", "1000000")
         .create()
         .unwrap();
     let started = Instant::now();
@@ -152,7 +153,7 @@ async fn stage_run(
 ) -> f64 {
     let stage = format!("bench-normalize-{id}");
     let yaml = format!(
-        "name: bench\nbroker: {broker}\nbroker_options:\n  enable.idempotence: \"false\"\nservices:\n  memcached: {memcached}\ndead_letter: dlq-{id}\ntopics:\n  {input}: {{ partitions: {PARTITIONS} }}\n  {output}: {{ partitions: {PARTITIONS} }}\n  dlq-{id}: {{ partitions: 1 }}\nstages:\n  {stage}:\n    kind: normalize-dedup\n    input: {input}\n    output: {output}\n    key_prefix: \"{id}:\"\n"
+        "name: bench\nbroker: {broker}\nbroker_options:\n  enable.idempotence: \"false\"\nservices:\n  memcached: {memcached}\ndead_letter: dlq-{id}\ntopics:\n  {input}: {{ partitions: {PARTITIONS} }}\n  {output}: {{ partitions: {PARTITIONS} }}\n  dlq-{id}: {{ partitions: 1 }}\nstages:\n  {stage}:\n    kind: normalize-dedup\n    input: {input}\n    output: {output}\n    key_prefix: \"{id}:\"\n    concurrency: 8192\n"
     );
     let mut registry = Registry::new();
     registry.register(sluice_stage_normalize::Kind);

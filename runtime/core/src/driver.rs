@@ -250,7 +250,7 @@ async fn handle(s: &Shared, record: Record) -> Outcome {
                 if let Some(dep) = outage {
                     s.health.ready(dep);
                 }
-                if !deliver(s, outputs.clone()).await {
+                if !deliver(s, &outputs).await {
                     return Outcome::Abandoned;
                 }
                 s.processor.acknowledged(&record, &outputs).await;
@@ -300,23 +300,16 @@ async fn pause(s: &Shared, d: Duration) -> bool {
 }
 
 /// Produces all outputs, retrying broker failures until they succeed or work is abandoned.
-async fn deliver(s: &Shared, outputs: Vec<OutRecord>) -> bool {
-    let mut pending = outputs;
+async fn deliver(s: &Shared, outputs: &[OutRecord]) -> bool {
+    let mut pending: Vec<&OutRecord> = outputs.iter().collect();
     let mut round: u32 = 0;
     while !pending.is_empty() {
-        let sends = pending
-            .iter()
-            .map(|o| {
-                let topic = o.topic.clone();
-                let fut = s.producer.send(o.clone());
-                async move { fut.await.map(|_| topic) }
-            })
-            .collect::<Vec<_>>();
-        let results = futures::future::join_all(sends).await;
+        let results =
+            futures::future::join_all(pending.iter().map(|o| s.producer.send((*o).clone()))).await;
         let mut failed = Vec::new();
         for (out, r) in pending.into_iter().zip(results) {
             match r {
-                Ok(topic) => s.metrics.sent(&topic),
+                Ok(_) => s.metrics.sent(&out.topic),
                 Err(e) => {
                     tracing::warn!(stage = %s.stage, topic = %out.topic, error = %e, "produce failed; retrying");
                     s.metrics.failed("produce");
@@ -343,7 +336,7 @@ async fn dead_letter_it(
     attempts: u32,
 ) -> Outcome {
     let out = dead_letter::record(&s.dead_letter, &s.stage, record, code, reason, attempts);
-    if !deliver(s, vec![out]).await {
+    if !deliver(s, std::slice::from_ref(&out)).await {
         return Outcome::Abandoned;
     }
     s.metrics.dead_lettered(code);

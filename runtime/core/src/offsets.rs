@@ -14,8 +14,6 @@ struct PartitionState {
     watermark: Option<i64>,
     /// Offsets handed out but not finished.
     in_flight: BTreeSet<i64>,
-    /// Finished offsets above the watermark, waiting for a gap to close.
-    done: BTreeSet<i64>,
     /// Highest offset seen, to advance the watermark when nothing is in flight.
     max_seen: Option<i64>,
     /// Watermark last committed.
@@ -37,7 +35,6 @@ impl PartitionState {
         if let Some(stuck) = self.stuck {
             next = next.min(stuck);
         }
-        self.done.retain(|&o| o >= next);
         self.watermark = Some(next);
     }
 }
@@ -75,7 +72,6 @@ impl OffsetTracker {
     pub fn finish(&mut self, tp: &TopicPartition, offset: i64) {
         if let Some(s) = self.partitions.get_mut(tp) {
             if s.in_flight.remove(&offset) {
-                s.done.insert(offset);
                 s.advance();
             }
         }

@@ -1,12 +1,9 @@
-//! A small key-value cache contract (memcached's add / gets / cas / set / delete) with an
-//! in-process implementation and a memcached one.
-//!
-//! The `memcache` crate is a blocking client, so its calls run on tokio's blocking pool and
-//! never stall the async workers.
+//! A small key-value cache contract (memcached's add / gets / cas / set / delete) and its
+//! in-process implementation; the memcached one is in `memcached.rs`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -58,7 +55,7 @@ pub trait Cache: Send + Sync + 'static {
 
 /// memcached's expiration: 0 is "never", up to 30 days is relative seconds, beyond that an
 /// absolute Unix time.
-fn memcached_exptime(ttl: Duration) -> u32 {
+pub(crate) fn memcached_exptime(ttl: Duration) -> u32 {
     const THIRTY_DAYS: u64 = 30 * 24 * 3600;
     let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
     if secs == 0 {
@@ -186,148 +183,6 @@ impl Cache for MemoryCache {
 
     async fn ping(&self) -> Result<(), CacheError> {
         Ok(())
-    }
-}
-
-/// memcached through the `memcache` crate, connecting lazily so that a server that is down
-/// at start-up only makes the stage not-ready.
-pub struct MemcachedCache {
-    urls: Vec<String>,
-    client: Mutex<Option<Arc<memcache::Client>>>,
-}
-
-fn classify(e: memcache::MemcacheError) -> CacheError {
-    use memcache::MemcacheError as E;
-    match e {
-        E::CommandError(c) => CacheError::Rejected(format!("memcached refused: {c}")),
-        E::ClientError(c) => CacheError::Rejected(format!("memcached client error: {c}")),
-        other => CacheError::Unavailable(format!("memcached: {other}")),
-    }
-}
-
-impl MemcachedCache {
-    /// A client for `host:port` addresses (or `memcache://` URLs); keys are spread over them.
-    pub fn new(addrs: &[String]) -> anyhow::Result<Self> {
-        if addrs.is_empty() {
-            anyhow::bail!("memcached: no server address given");
-        }
-        let urls = addrs
-            .iter()
-            .map(|a| {
-                let a = a.trim();
-                if a.starts_with("memcache://") {
-                    a.to_string()
-                } else {
-                    format!("memcache://{a}")
-                }
-            })
-            .collect();
-        Ok(Self {
-            urls,
-            client: Mutex::new(None),
-        })
-    }
-
-    fn client(&self) -> Result<Arc<memcache::Client>, CacheError> {
-        let mut slot = self.client.lock().expect("memcached client poisoned");
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let mut b = memcache::Client::builder()
-            .with_max_pool_size(32)
-            .with_connection_timeout(Duration::from_secs(2))
-            .with_read_timeout(Duration::from_secs(2))
-            .with_write_timeout(Duration::from_secs(2));
-        for u in &self.urls {
-            b = b.add_server(u.as_str()).map_err(classify)?;
-        }
-        let c = Arc::new(b.build().map_err(classify)?);
-        *slot = Some(c.clone());
-        Ok(c)
-    }
-
-    async fn call<T, F>(&self, f: F) -> Result<T, CacheError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&memcache::Client) -> Result<T, memcache::MemcacheError> + Send + 'static,
-    {
-        let client = self.client()?;
-        tokio::task::spawn_blocking(move || f(&client).map_err(classify))
-            .await
-            .map_err(|e| CacheError::Unavailable(format!("memcached call panicked: {e}")))?
-    }
-}
-
-fn is_cmd(e: &memcache::MemcacheError, want: &[memcache::CommandError]) -> bool {
-    matches!(e, memcache::MemcacheError::CommandError(c) if want.contains(c))
-}
-
-#[async_trait]
-impl Cache for MemcachedCache {
-    fn name(&self) -> &'static str {
-        "memcached"
-    }
-
-    async fn gets(&self, key: &str) -> Result<Option<CacheItem>, CacheError> {
-        let key = key.to_string();
-        self.call(move |c| {
-            let v: Option<(Vec<u8>, u32, Option<u64>)> = c.get(&key)?;
-            Ok(v.map(|(value, _flags, cas)| CacheItem {
-                value,
-                cas: cas.unwrap_or(0),
-            }))
-        })
-        .await
-    }
-
-    async fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError> {
-        let (key, value, exp) = (key.to_string(), value.to_vec(), memcached_exptime(ttl));
-        self.call(move |c| match c.add(&key, value.as_slice(), exp) {
-            Ok(()) => Ok(true),
-            Err(e) if is_cmd(&e, &[memcache::CommandError::KeyExists]) => Ok(false),
-            Err(e) => Err(e),
-        })
-        .await
-    }
-
-    async fn cas(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-        cas: u64,
-    ) -> Result<bool, CacheError> {
-        let (key, value, exp) = (key.to_string(), value.to_vec(), memcached_exptime(ttl));
-        self.call(move |c| match c.cas(&key, value.as_slice(), exp, cas) {
-            Ok(stored) => Ok(stored),
-            Err(e)
-                if is_cmd(
-                    &e,
-                    &[
-                        memcache::CommandError::KeyExists,
-                        memcache::CommandError::KeyNotFound,
-                    ],
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        })
-        .await
-    }
-
-    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
-        let (key, value, exp) = (key.to_string(), value.to_vec(), memcached_exptime(ttl));
-        self.call(move |c| c.set(&key, value.as_slice(), exp)).await
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool, CacheError> {
-        let key = key.to_string();
-        self.call(move |c| c.delete(&key)).await
-    }
-
-    async fn ping(&self) -> Result<(), CacheError> {
-        self.call(|c| c.version().map(|_| ())).await
     }
 }
 

@@ -3,13 +3,15 @@
 //! talk to the real servers. Stage kinds get them through the `StageContext`.
 
 pub mod cache;
+pub mod memcached;
 pub mod watch;
 
 use std::sync::Arc;
 
 use sluice_config::{Endpoint, Pipeline};
 
-pub use cache::{Cache, CacheError, CacheItem, MemcachedCache, MemoryCache};
+pub use cache::{Cache, CacheError, CacheItem, MemoryCache};
+pub use memcached::MemcachedCache;
 
 /// The process's service handles. Cheap to clone.
 #[derive(Clone)]
