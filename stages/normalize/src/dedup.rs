@@ -9,9 +9,14 @@
 //! A record passes its URL on when it creates the key (`add` is atomic: of two replicas racing
 //! on one URL exactly one wins), when it finds its *own* claim (a replay after a crash between
 //! the claim and the acknowledged output — the URL would be lost otherwise), or when the entry
-//! is older than `recrawl_after` (taken over with `cas`, so again only one wins). After the
-//! output is acknowledged the entry becomes `d|…`, so a replay of an already delivered record
-//! does not emit it twice. An evicted key means an early recrawl, never a lost URL.
+//! is older than `recrawl_after` (taken over with `cas`, so again only one wins). An evicted
+//! key means an early recrawl, never a lost URL.
+//!
+//! One round trip per URL is the common case: the claim is not turned into `d|…` after the
+//! output is acknowledged (that second write halved the stage's throughput in the benchmark).
+//! The cost: a record replayed after a crash re-emits its URL even if the first output made it
+//! — at most the records of one commit interval, which at-least-once delivery allows anyway.
+//! `d|…` entries are written by the crawl stage when it fetches (the recrawl clock).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -75,19 +75,6 @@ impl Processor for NormalizeDedup {
             OutRecord::new(self.output.clone(), out.encode()).with_key(out.domain.as_bytes())
         ])
     }
-
-    async fn acknowledged(&self, _record: &Record, outputs: &[OutRecord]) {
-        let Some(dedup) = &self.dedup else { return };
-        for o in outputs {
-            if let Ok(u) = CrawlUrl::decode(&o.value) {
-                // Best effort: if this fails the entry stays "claimed", which other records
-                // already treat as seen; only a replay of this very record would re-emit it.
-                if let Err(e) = dedup.passed(&u.url).await {
-                    tracing::debug!(error = %e, "could not mark URL as passed");
-                }
-            }
-        }
-    }
 }
 
 fn truncate(s: &str) -> String {
