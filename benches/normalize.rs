@@ -156,7 +156,7 @@ async fn stage_run(
 ) -> f64 {
     let stage = format!("bench-normalize-{id}");
     let yaml = format!(
-        "name: bench\nbroker: {broker}\nbroker_options:\n  enable.idempotence: \"false\"\nservices:\n  memcached: {memcached}\ndead_letter: dlq-{id}\ntopics:\n  {input}: {{ partitions: {PARTITIONS} }}\n  {output}: {{ partitions: {PARTITIONS} }}\n  dlq-{id}: {{ partitions: 1 }}\nstages:\n  {stage}:\n    kind: normalize-dedup\n    input: {input}\n    output: {output}\n    key_prefix: \"{id}:\"\n    concurrency: 8192\n"
+        "name: bench\nbroker: {broker}\nbroker_options:\n  enable.idempotence: \"false\"\nservices:\n  memcached: {memcached}\ndead_letter: dlq-{id}\ntopics:\n  {input}: {{ partitions: {PARTITIONS} }}\n  {output}: {{ partitions: {PARTITIONS} }}\n  dlq-{id}: {{ partitions: 1 }}\nstages:\n  {stage}:\n    kind: normalize-dedup\n    input: {input}\n    output: {output}\n    key_prefix: \"{id}:\"\n"
     );
     let mut registry = Registry::new();
     registry.register(sluice_stage_normalize::Kind);

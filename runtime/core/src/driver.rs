@@ -69,7 +69,6 @@ struct Finished {
 }
 
 /// What a record task shares.
-#[derive(Clone)]
 struct Shared {
     stage: Arc<str>,
     processor: Arc<dyn Processor>,
@@ -99,7 +98,8 @@ impl Driver {
             health,
             shutdown,
         } = self;
-        let shared = Shared {
+        // One allocation shared by every record task, not a clone of each handle per record.
+        let shared = Arc::new(Shared {
             stage: stage.as_str().into(),
             processor,
             producer,
@@ -108,7 +108,7 @@ impl Driver {
             metrics: metrics.clone(),
             health,
             abandon: CancellationToken::new(),
-        };
+        });
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
         let mut tracker = OffsetTracker::new();
         let mut revoked_pending: Vec<(HashSet<TopicPartition>, sluice_bus::RevokeAck)> = Vec::new();
@@ -316,8 +316,11 @@ async fn deliver(s: &Shared, outputs: &[OutRecord]) -> bool {
     let mut pending: Vec<&OutRecord> = outputs.iter().collect();
     let mut round: u32 = 0;
     while !pending.is_empty() {
-        let results =
-            futures::future::join_all(pending.iter().map(|o| s.producer.send((*o).clone()))).await;
+        let results = if let [one] = pending[..] {
+            vec![s.producer.send(one.clone()).await]
+        } else {
+            futures::future::join_all(pending.iter().map(|o| s.producer.send((*o).clone()))).await
+        };
         let mut failed = Vec::new();
         for (out, r) in pending.into_iter().zip(results) {
             match r {

@@ -76,6 +76,8 @@ impl StageKind for Kind {
     }
 
     fn default_concurrency(&self) -> usize {
-        256
+        // Records are small (a URL), and each waits on a memcached and a broker round trip:
+        // many in flight keep both pipes full for a few MB of memory.
+        4096
     }
 }

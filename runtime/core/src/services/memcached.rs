@@ -19,8 +19,9 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::cache::{memcached_exptime, Cache, CacheError, CacheItem};
 
-/// Connections per server: enough to use both directions of several sockets in parallel.
-const CONNECTIONS_PER_SERVER: usize = 4;
+/// Connections per server: two keep a socket busy in each direction while the other
+/// batches; more split the same load into smaller, costlier batches (measured).
+const CONNECTIONS_PER_SERVER: usize = 2;
 /// Longest wait for one answer before the server counts as unavailable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most requests written in one batch.
