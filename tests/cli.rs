@@ -21,6 +21,21 @@ stages:
     output: urls
 "#;
 
+/// Runs `sluice validate -f FILE EXTRA...`: exit code and stderr.
+fn validate(file: &std::path::Path, extra: &[&str]) -> (Option<i32>, String) {
+    let out = sluice()
+        .arg("validate")
+        .arg("-f")
+        .arg(file)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn validate_accepts_the_shipped_pipeline() {
     let out = sluice()
@@ -46,14 +61,8 @@ fn validate_reports_every_error_with_its_position() {
         .replace("output: urls", "output: urlz")
         .replace("auth: false", "auth: false\n    listen_on: 1");
     let file = write_pipeline(dir.path(), &broken);
-    let out = sluice()
-        .arg("validate")
-        .arg("-f")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = validate(&file, &[]);
+    assert_eq!(code, Some(1));
     let f = file.display().to_string();
     assert!(
         err.contains(&format!("{f}:12:5: error: unknown field `listen_on`")),
@@ -70,27 +79,14 @@ fn validate_reports_every_error_with_its_position() {
 fn validate_reports_yaml_syntax_errors_and_set_origins() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_pipeline(dir.path(), "name: t\ntopics:\n  a: { partitions: 1\n");
-    let out = sluice()
-        .arg("validate")
-        .arg("-f")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = validate(&file, &[]);
+    assert_eq!(code, Some(1));
     assert!(err.contains("YAML syntax error"), "{err}");
     assert!(err.contains(&format!("{}:", file.display())), "{err}");
 
     let file = write_pipeline(dir.path(), VALID);
-    let out = sluice()
-        .arg("validate")
-        .arg("-f")
-        .arg(&file)
-        .args(["--set", "stages.normalize.replicas=many"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = validate(&file, &["--set", "stages.normalize.replicas=many"]);
+    assert_eq!(code, Some(1));
     assert!(
         err.contains("--set stages.normalize.replicas=many: error"),
         "{err}"

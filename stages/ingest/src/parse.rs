@@ -27,14 +27,23 @@ pub struct Parsed {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum Item {
-    Url(String),
-    Object {
-        url: String,
-        #[serde(default)]
-        depth: u32,
-    },
+struct Object {
+    url: String,
+    #[serde(default)]
+    depth: u32,
+}
+
+/// One JSON array item: a URL string or `{"url", "depth"}`; anything else is rejected alone.
+fn item(v: serde_json::Value) -> Result<(String, u32), String> {
+    match v {
+        serde_json::Value::String(u) => Ok((u, 0)),
+        v @ serde_json::Value::Object(_) => serde_json::from_value::<Object>(v)
+            .map(|o| (o.url, o.depth))
+            .map_err(|e| {
+                format!("item must be a URL string or {{\"url\": ..., \"depth\": n}}: {e}")
+            }),
+        other => Err(format!("item must be a URL string or object, not {other}")),
+    }
 }
 
 fn cut(s: &str) -> String {
@@ -43,25 +52,31 @@ fn cut(s: &str) -> String {
 
 /// Reads a body. JSON when `json` is true or the body starts with `[`; otherwise one URL per
 /// line (blank lines and `#` comments skipped). A body that is not valid JSON is an error
-/// (400); individual bad URLs are rejected with a reason.
+/// (400); individual bad items and URLs are rejected with a reason.
 pub fn parse_body(body: &[u8], json: bool, max_url_length: usize) -> Result<Parsed, String> {
     let text = std::str::from_utf8(body).map_err(|_| "body is not valid UTF-8".to_string())?;
     let opts = NormalizeOptions {
         max_length: max_url_length,
         ..NormalizeOptions::default()
     };
+    let mut parsed = Parsed::default();
     let items: Vec<(usize, String, u32)> = if json || text.trim_start().starts_with('[') {
-        let items: Vec<Item> = serde_json::from_str(text).map_err(|e| {
+        let values: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| {
             format!("body must be a JSON array of URL strings or {{\"url\": ...}} objects: {e}")
         })?;
+        let mut items = Vec::with_capacity(values.len());
+        for (i, v) in values.into_iter().enumerate() {
+            match item(v) {
+                Ok((u, d)) => items.push((i, u, d)),
+                Err(reason) => parsed.rejected.push(Rejected {
+                    position: i,
+                    url: String::new(),
+                    code: "invalid_item",
+                    reason,
+                }),
+            }
+        }
         items
-            .into_iter()
-            .enumerate()
-            .map(|(i, it)| match it {
-                Item::Url(u) => (i, u, 0),
-                Item::Object { url, depth } => (i, url, depth),
-            })
-            .collect()
     } else {
         text.lines()
             .enumerate()
@@ -69,7 +84,6 @@ pub fn parse_body(body: &[u8], json: bool, max_url_length: usize) -> Result<Pars
             .filter(|(_, l, _)| !l.is_empty() && !l.starts_with('#'))
             .collect()
     };
-    let mut parsed = Parsed::default();
     for (position, url, depth) in items {
         match normalize(&url, &opts) {
             Ok(_) => parsed.accepted.push(UrlIn {
@@ -85,6 +99,7 @@ pub fn parse_body(body: &[u8], json: bool, max_url_length: usize) -> Result<Pars
             }),
         }
     }
+    parsed.rejected.sort_by_key(|r| r.position);
     Ok(parsed)
 }
 
@@ -119,6 +134,20 @@ mod tests {
         assert_eq!(p.accepted[1].depth, 2);
         assert_eq!(p.rejected.len(), 1);
         assert_eq!(p.rejected[0].position, 2);
+    }
+
+    #[test]
+    fn a_bad_item_is_rejected_alone() {
+        let p = parse_body(
+            br#"["https://a.org/", {"url": "https://b.org/", "depth": -1}, 7]"#,
+            true,
+            2048,
+        )
+        .unwrap();
+        assert_eq!(p.accepted.len(), 1);
+        assert_eq!(p.rejected.len(), 2);
+        assert!(p.rejected.iter().all(|r| r.code == "invalid_item"));
+        assert_eq!(p.rejected[0].position, 1);
     }
 
     #[test]
