@@ -189,3 +189,37 @@ fn embedded_run_processes_seeds_and_exits_when_idle() {
     assert!(err.contains("urls: 2 messages"), "{err}");
     assert!(err.contains("dlq: 0 messages"), "{err}");
 }
+
+#[test]
+fn a_stage_misconfiguration_is_reported_without_waiting_for_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1; ingest needs API keys and has none.
+    let yaml = VALID
+        .replace("name: t", "name: t\nbroker: 127.0.0.1:1")
+        .replace("    auth: false", "    listen: 127.0.0.1:0");
+    let file = write_pipeline(dir.path(), &yaml);
+    let mut child = sluice()
+        .arg("run")
+        .arg("-f")
+        .arg(&file)
+        .args(["--stage", "ingest", "--metrics-addr", "127.0.0.1:0"])
+        .env_remove("SLUICE_API_KEYS")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sluice run kept waiting for the broker instead of reporting the missing keys");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("SLUICE_API_KEYS"), "{err}");
+}

@@ -151,16 +151,10 @@ pub async fn start_on(
     .await?;
     tracing::info!(%metrics_addr, "serving /metrics, /healthz and /readyz");
 
-    // Wait for the broker (Kubernetes starts pods in any order), then make sure the topics exist.
-    wait_for_broker(&*bus, &health, &shutdown).await?;
-    bus.create_topics(&connect::topic_specs(&pipeline))
-        .await
-        .context("creating the pipeline's topics")?;
-    spawn_broker_watch(bus.clone(), health.clone(), shutdown.clone());
-
     let producer = bus.producer().context("creating the producer")?;
-    let mut tasks = JoinSet::new();
-    let mut consumers = Vec::new();
+    // Build every stage first: a configuration mistake (no API keys, bad settings) is
+    // reported at once, not after the broker comes up.
+    let mut built_stages = Vec::new();
     for name in names {
         let spec = pipeline.stages[&name].clone();
         let kind = registry
@@ -180,6 +174,19 @@ pub async fn start_on(
             .build(ctx.clone())
             .await
             .with_context(|| format!("starting stage `{name}`"))?;
+        built_stages.push((name, spec, kind, ctx, built));
+    }
+
+    // Wait for the broker (Kubernetes starts pods in any order), then make sure the topics exist.
+    wait_for_broker(&*bus, &health, &shutdown).await?;
+    bus.create_topics(&connect::topic_specs(&pipeline))
+        .await
+        .context("creating the pipeline's topics")?;
+    spawn_broker_watch(bus.clone(), health.clone(), shutdown.clone());
+
+    let mut tasks = JoinSet::new();
+    let mut consumers = Vec::new();
+    for (name, spec, kind, ctx, built) in built_stages {
         match built {
             StageImpl::Source(source) => {
                 tracing::info!(stage = %name, kind = %spec.kind.value, "source started");

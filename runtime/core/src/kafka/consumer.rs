@@ -8,7 +8,7 @@
 //! hands a [`ConsumerEvent::Revoked`] to the stage, waits for the offsets, and commits them
 //! synchronously before librdkafka lets the partitions go.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -39,6 +39,9 @@ struct Ctx {
     events: mpsc::Sender<ConsumerEvent>,
     /// Records polled but not yet handed to the stage.
     pending: Mutex<VecDeque<Record>>,
+    /// Next offset expected per assigned partition. librdkafka re-delivers records after a
+    /// pause/resume (seen on tansu); handing them out again would process them twice.
+    next_offset: Mutex<HashMap<TopicPartition, i64>>,
 }
 
 impl ClientContext for Ctx {
@@ -71,6 +74,12 @@ impl ConsumerContext for Ctx {
         let partitions = tpl_to_vec(tpl);
         if partitions.is_empty() {
             return;
+        }
+        {
+            let mut next = self.next_offset.lock().expect("positions poisoned");
+            for tp in &partitions {
+                next.remove(tp);
+            }
         }
         // Records not yet handed out are simply re-read by the next owner.
         self.pending
@@ -115,6 +124,13 @@ impl ConsumerContext for Ctx {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let partitions = tpl_to_vec(tpl);
+            {
+                // A new assignment starts at the committed offsets, whatever came before.
+                let mut next = self.next_offset.lock().expect("positions poisoned");
+                for tp in &partitions {
+                    next.remove(tp);
+                }
+            }
             tracing::info!(?partitions, "partitions assigned");
             let _ = self
                 .events
@@ -152,6 +168,7 @@ impl KafkaConsumer {
         let ctx = Ctx {
             events: tx.clone(),
             pending: Mutex::new(VecDeque::new()),
+            next_offset: Mutex::new(HashMap::new()),
         };
         let consumer: BaseConsumer<Ctx> = config.create_with_context(ctx).map_err(broker_err)?;
         let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
@@ -248,13 +265,27 @@ fn poll_loop(consumer: &BaseConsumer<Ctx>, tx: &mpsc::Sender<ConsumerEvent>, sto
         };
         match consumer.poll(timeout) {
             Some(Ok(m)) => {
-                let r = to_record(&m);
-                consumer
-                    .context()
-                    .pending
-                    .lock()
-                    .expect("pending poisoned")
-                    .push_back(r);
+                let ctx = consumer.context();
+                let tp = TopicPartition::new(m.topic(), m.partition());
+                let fresh = {
+                    let mut next = ctx.next_offset.lock().expect("positions poisoned");
+                    let expected = next.entry(tp).or_insert(i64::MIN);
+                    let fresh = m.offset() >= *expected;
+                    if fresh {
+                        *expected = m.offset() + 1;
+                    }
+                    fresh
+                };
+                if fresh {
+                    let r = to_record(&m);
+                    ctx.pending.lock().expect("pending poisoned").push_back(r);
+                } else {
+                    tracing::trace!(
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        "skipping a re-delivered record"
+                    );
+                }
             }
             Some(Err(e)) if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) => {
                 tracing::warn!(error = %e, "kafka poll error");
