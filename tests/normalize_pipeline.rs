@@ -37,7 +37,7 @@ fn pipeline_yaml(n: &Names, broker: &str, memcached: &str) -> String {
 broker: {broker}
 broker_options:
   # A killed member's partitions move after this, instead of librdkafka's 45 s default.
-  session.timeout.ms: 6000
+  session.timeout.ms: 10000
   heartbeat.interval.ms: 1000
 services:
   memcached: {memcached}

@@ -164,7 +164,10 @@ impl Driver {
                 ev = consumer.next(), if can_take => match ev {
                     Ok(ConsumerEvent::Record(r)) => {
                         let tp = r.topic_partition();
-                        tracker.start(&tp, r.offset);
+                        if !tracker.start(&tp, r.offset) {
+                            tracing::debug!(%tp, offset = r.offset, "record of a partition not assigned here; skipped");
+                            continue;
+                        }
                         metrics.received();
                         let (shared, done_tx) = (shared.clone(), done_tx.clone());
                         tokio::spawn(async move {

@@ -61,11 +61,16 @@ impl OffsetTracker {
         self.partitions.remove(tp).and_then(|s| s.watermark)
     }
 
-    /// Records that `offset` was handed to processing.
-    pub fn start(&mut self, tp: &TopicPartition, offset: i64) {
-        let s = self.partitions.entry(tp.clone()).or_default();
+    /// Records that `offset` was handed to processing. False (and nothing recorded) when the
+    /// partition is not assigned here: a stray record from a partition that moved must not
+    /// be processed, and above all its offset must never be committed by this member.
+    pub fn start(&mut self, tp: &TopicPartition, offset: i64) -> bool {
+        let Some(s) = self.partitions.get_mut(tp) else {
+            return false;
+        };
         s.in_flight.insert(offset);
         s.max_seen = Some(s.max_seen.map_or(offset, |m| m.max(offset)));
+        true
     }
 
     /// Records that `offset` finished (its outputs are acknowledged).
@@ -194,6 +199,18 @@ mod tests {
         assert_eq!(t.take_commits(), vec![(tp(), 1)]);
         t.uncommit(&[(tp(), 1)]);
         assert_eq!(t.take_commits(), vec![(tp(), 1)]);
+    }
+
+    #[test]
+    fn records_of_unassigned_partitions_are_refused() {
+        let mut t = OffsetTracker::new();
+        assert!(!t.start(&tp(), 7));
+        assert!(t.take_commits().is_empty());
+        t.assign(tp());
+        assert!(t.start(&tp(), 7));
+        t.finish(&tp(), 7);
+        assert_eq!(t.remove(&tp()), Some(8));
+        assert!(!t.start(&tp(), 8), "revoked: no longer ours");
     }
 
     #[test]
