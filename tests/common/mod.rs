@@ -160,30 +160,57 @@ pub async fn read_topic(
     out
 }
 
+/// Every record of `topic` up to its current end: reads until each partition's high
+/// watermark is reached (not until a quiet spell, which a slow broker can fake).
+pub async fn read_all(bus: &Arc<dyn Bus>, topic: &str, timeout: Duration) -> Vec<Record> {
+    let n = bus.partitions(topic).await.unwrap();
+    let mut end = HashMap::new();
+    for p in 0..n {
+        let (_, high) = bus
+            .watermarks(&TopicPartition::new(topic, p))
+            .await
+            .unwrap();
+        end.insert(p, high);
+    }
+    let total: i64 = end.values().sum();
+    let records = read_topic(bus, topic, timeout, |r| r.len() as i64 >= total).await;
+    assert_eq!(
+        records.len() as i64,
+        total,
+        "could not read all of {topic} within {timeout:?}"
+    );
+    records
+}
+
 /// Waits until `group` has committed everything in `topic` (or panics after `timeout`).
 pub async fn wait_caught_up(bus: &Arc<dyn Bus>, group: &str, topic: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
-    let n = bus.partitions(topic).await.unwrap();
-    let tps: Vec<TopicPartition> = (0..n).map(|p| TopicPartition::new(topic, p)).collect();
+    let mut last;
     loop {
-        let committed = bus.committed(group, &tps).await.unwrap_or_default();
-        let mut behind = 0;
-        for (tp, c) in tps
-            .iter()
-            .zip(committed.iter().chain(std::iter::repeat(&None)))
-        {
-            let (_, high) = bus.watermarks(tp).await.unwrap();
-            behind += high - c.unwrap_or(0);
-        }
-        if behind == 0 {
-            return;
+        // A loaded broker times out now and then: retry until the deadline.
+        match behind(bus, group, topic).await {
+            Ok(0) => return,
+            Ok(n) => last = format!("{n} behind"),
+            Err(e) => last = format!("broker error: {e}"),
         }
         assert!(
             Instant::now() < deadline,
-            "group {group} still {behind} behind on {topic}"
+            "group {group} on {topic}: {last}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+async fn behind(bus: &Arc<dyn Bus>, group: &str, topic: &str) -> Result<i64, sluice_bus::BusError> {
+    let n = bus.partitions(topic).await?;
+    let tps: Vec<TopicPartition> = (0..n).map(|p| TopicPartition::new(topic, p)).collect();
+    let committed = bus.committed(group, &tps).await?;
+    let mut behind = 0;
+    for (tp, c) in tps.iter().zip(committed) {
+        let (_, high) = bus.watermarks(tp).await?;
+        behind += high - c.unwrap_or(0);
+    }
+    Ok(behind)
 }
 
 /// Counts values.
