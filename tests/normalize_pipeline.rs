@@ -38,6 +38,10 @@ broker: {broker}
 broker_options:
   # A killed member's partitions move after this, instead of librdkafka's 45 s default.
   session.timeout.ms: 10000
+  # Also the rebalance timeout: how long a rebalance waits for a member that died in it.
+  max.poll.interval.ms: 20000
+  # Static membership: a restarted process replaces its dead self at once.
+  group.instance.id: ${{SLUICE_TEST_INSTANCE:-none}}
   heartbeat.interval.ms: 1000
 services:
   memcached: {memcached}
@@ -170,8 +174,8 @@ async fn kafka_scenario(kill_midway: bool) {
     let bus = kafka_bus();
     let data = dataset(10_000, if kill_midway { 7 } else { 3 });
 
-    let mut a = StageProcess::spawn(&file, &n.stage, &dir.path().join("a.log"));
-    let mut b = StageProcess::spawn(&file, &n.stage, &dir.path().join("b.log"));
+    let mut a = StageProcess::spawn_as(&file, &n.stage, &dir.path().join("a.log"), "a");
+    let mut b = StageProcess::spawn_as(&file, &n.stage, &dir.path().join("b.log"), "b");
     if kill_midway {
         // Kill one member while output is flowing, feed more while it is dead, restart it.
         let (first, second) = data.inputs.split_at(data.inputs.len() / 2);
@@ -180,7 +184,9 @@ async fn kafka_scenario(kill_midway: bool) {
         read_topic(&bus, &n.urls, Duration::from_secs(60), |r| r.len() >= some).await;
         a.kill9();
         produce_all(&bus, &n.url_in, second).await;
-        a = StageProcess::spawn(&file, &n.stage, &dir.path().join("a2.log"));
+        // The restarted member takes the dead one's place (same group.instance.id, as a
+        // Kubernetes StatefulSet pod would) and resumes from its last commit.
+        a = StageProcess::spawn_as(&file, &n.stage, &dir.path().join("a2.log"), "a");
     } else {
         produce_all(&bus, &n.url_in, &data.inputs).await;
     }

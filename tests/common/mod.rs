@@ -73,8 +73,15 @@ pub struct StageProcess {
 impl StageProcess {
     /// `sluice run -f FILE --stage STAGE --metrics-addr 127.0.0.1:0`, logging to `log`.
     pub fn spawn(file: &Path, stage: &str, log: &Path) -> Self {
+        Self::spawn_as(file, stage, log, "")
+    }
+
+    /// Like [`StageProcess::spawn`], with SLUICE_TEST_INSTANCE set to `instance` (for
+    /// pipelines that take a consumer `group.instance.id` from it).
+    pub fn spawn_as(file: &Path, stage: &str, log: &Path, instance: &str) -> Self {
         let out = std::fs::File::create(log).unwrap();
         let child = sluice()
+            .env("SLUICE_TEST_INSTANCE", instance)
             .args(["run", "-f"])
             .arg(file)
             .args(["--stage", stage, "--metrics-addr", "127.0.0.1:0"])

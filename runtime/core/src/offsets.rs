@@ -66,6 +66,7 @@ impl OffsetTracker {
     /// be processed, and above all its offset must never be committed by this member.
     pub fn start(&mut self, tp: &TopicPartition, offset: i64) -> bool {
         let Some(s) = self.partitions.get_mut(tp) else {
+            tracing::warn!(%tp, offset, "record of a partition not assigned here");
             return false;
         };
         s.in_flight.insert(offset);
