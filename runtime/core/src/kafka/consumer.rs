@@ -30,10 +30,10 @@ use super::broker_err;
 /// How long a revocation waits for the stage to drain; Kafka's own rebalance timeout
 /// (max.poll.interval.ms) bounds it anyway.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Records waiting locally before the partitions are paused.
-const PAUSE_AT: usize = 20_000;
-/// Records waiting locally when fetching resumes.
-const RESUME_AT: usize = 5_000;
+/// Records polled ahead of the stage before polling waits for it.
+const LOCAL_QUEUE: usize = 1_000;
+/// A stage that took nothing for this long is stalled: poll once to serve group events.
+const STALLED_AFTER: Duration = Duration::from_secs(2);
 
 struct Ctx {
     events: mpsc::Sender<ConsumerEvent>,
@@ -168,7 +168,7 @@ impl KafkaConsumer {
         // If the group leader cannot read a topic's metadata while assigning (a busy or
         // starting broker), every member gets nothing, and only a metadata change triggers a
         // new assignment: refresh often enough that the group recovers in seconds, not after
-        // librdkafka's default 5 minutes.
+        // librdkafka's default 5 minutes (seen on a loaded broker in the kill test).
         if config.get("topic.metadata.refresh.interval.ms").is_none() {
             config.set("topic.metadata.refresh.interval.ms", "10000");
         }
@@ -224,15 +224,15 @@ fn to_record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
 }
 
 fn poll_loop(consumer: &BaseConsumer<Ctx>, tx: &mpsc::Sender<ConsumerEvent>, stop: &AtomicBool) {
-    let mut paused = false;
     let mut last_error: Option<Instant> = None;
+    let mut last_progress = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         // Hand over what is waiting, as far as the stage has room.
         let backlog = {
             let mut pending = consumer.context().pending.lock().expect("pending poisoned");
             while let Some(r) = pending.pop_front() {
                 match tx.try_send(ConsumerEvent::Record(r)) {
-                    Ok(()) => {}
+                    Ok(()) => last_progress = Instant::now(),
                     Err(mpsc::error::TrySendError::Full(ConsumerEvent::Record(r))) => {
                         pending.push_front(r);
                         break;
@@ -242,25 +242,22 @@ fn poll_loop(consumer: &BaseConsumer<Ctx>, tx: &mpsc::Sender<ConsumerEvent>, sto
             }
             pending.len()
         };
-        // Pausing rather than not polling keeps heartbeats and rebalances going. Pausing drops
-        // librdkafka's prefetched data and a resume starts a new fetch round trip, so pause
-        // only far behind and resume well before running dry (hysteresis).
-        if backlog >= PAUSE_AT && !paused {
-            if let Ok(a) = consumer.assignment() {
-                let _ = consumer.pause(&a);
-            }
-            paused = true;
-        } else if backlog <= RESUME_AT && paused {
-            if let Ok(a) = consumer.assignment() {
-                let _ = consumer.resume(&a);
-            }
-            paused = false;
-        }
-        // With a backlog, come back soon to hand it over; otherwise wait for records.
-        let timeout = if backlog > 0 {
-            Duration::from_millis(10)
-        } else {
+        // Throttling is by polling less, never by pausing partitions: a pause drops what
+        // librdkafka prefetched, the broker must serve it again, and pause state outlives
+        // rebalances in ways that lost and duplicated records on a loaded broker. A stage that
+        // is merely behind is not polled for a moment (librdkafka bounds its own prefetch); a
+        // stalled one (a dependency outage) is still polled now and then, so rebalances and
+        // group membership go on, at the cost of a slowly growing local queue.
+        let timeout = if backlog == 0 {
             Duration::from_millis(100)
+        } else if backlog < LOCAL_QUEUE {
+            Duration::from_millis(5)
+        } else if last_progress.elapsed() >= STALLED_AFTER {
+            last_progress = Instant::now();
+            Duration::from_millis(100)
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
         };
         match consumer.poll(timeout) {
             Some(Ok(m)) => {
