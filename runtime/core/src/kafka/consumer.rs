@@ -243,8 +243,8 @@ fn poll_loop(consumer: &BaseConsumer<Ctx>, tx: &mpsc::Sender<ConsumerEvent>, sto
             pending.len()
         };
         // Throttling is by polling less, never by pausing partitions: a pause drops what
-        // librdkafka prefetched, the broker must serve it again, and pause state outlives
-        // rebalances in ways that lost and duplicated records on a loaded broker. A stage that
+        // librdkafka prefetched, the broker must serve it again (which halved the stage's
+        // throughput), and on tansu records came back twice after a resume. A stage that
         // is merely behind is not polled for a moment (librdkafka bounds its own prefetch); a
         // stalled one (a dependency outage) is still polled now and then, so rebalances and
         // group membership go on, at the cost of a slowly growing local queue.
