@@ -164,6 +164,7 @@ async fn stage_run(
         .unwrap_or_else(|d| panic!("{d}"));
     let services = Services {
         cache: Arc::new(MemcachedCache::new(&[memcached.to_string()]).unwrap()),
+        slots: sluice_runtime::services::Slots::in_memory(),
     };
     let token = CancellationToken::new();
     let running = start_on(

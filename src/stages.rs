@@ -8,5 +8,6 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(sluice_stage_ingest::Kind);
     r.register(sluice_stage_normalize::Kind);
+    r.register(sluice_stage_crawl::Kind);
     r
 }

@@ -8,11 +8,14 @@
 //! |-------------|---------------|---------------|---------------------|
 //! | `url-in`    | [`UrlIn`]     | `url-in`      | none                |
 //! | `crawl-url` | [`CrawlUrl`]  | `urls`        | registrable domain  |
+//! | `page`      | [`Page`]      | `pages`       | registrable domain  |
 
 mod crawl_url;
+mod page;
 mod url_in;
 
 pub use crawl_url::CrawlUrl;
+pub use page::{FetchError, Page, Redirect};
 pub use url_in::UrlIn;
 
 /// A message type that travels on a topic.

@@ -59,6 +59,7 @@ mod model;
 mod node;
 mod overrides;
 mod scalar;
+mod size;
 mod spanned;
 mod validate;
 
@@ -73,6 +74,7 @@ pub use load::{load, load_str, parse_broker, parse_host_ports, COMMON_STAGE_FIEL
 pub use model::{Broker, Endpoint, Pipeline, RetrySpec, Services, StageSpec, TopicSpec};
 pub use node::{Node, NodeValue, ScalarStyle};
 pub use overrides::{apply_set, apply_sets};
+pub use size::ByteSize;
 pub use spanned::Spanned;
 pub use validate::{bind_ports, validate};
 

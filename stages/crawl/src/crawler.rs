@@ -1,0 +1,472 @@
+//! One URL in, one page record out (plus the links found on it).
+//!
+//! A fetch attempt walks the redirect chain hop by hop; every hop is checked for scheme,
+//! scope, blocked addresses and robots.txt, and waits for its domain's slot and its host's
+//! turn. Transient failures (timeouts, connection errors, 429, 5xx, robots.txt unavailable)
+//! are retried here with backoff, the domain slot released while waiting. When the attempts
+//! run out the failure is recorded in the page record: every URL taken from the input ends
+//! as a page record, and only undecodable input goes to the dead-letter topic.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rand::Rng;
+use sluice_bus::{OutRecord, Record};
+use sluice_runtime::metrics::StageMetrics;
+use sluice_runtime::services::SlotError;
+use sluice_runtime::stage::{Processor, StageError};
+use sluice_stage_normalize::Dedup;
+use sluice_topics::{Contract, CrawlUrl, FetchError, Page, Redirect, UrlIn};
+use sluice_web::domain::registrable_domain_of;
+use url::Url;
+
+use crate::charset;
+use crate::client::AddressGuard;
+use crate::fetch::{self, BodyPolicy, Failure, Response};
+use crate::links;
+use crate::politeness::{DomainPermit, Politeness};
+use crate::robots::{RobotsCache, RobotsFile, Verdict};
+use crate::settings::{Scope, Settings};
+
+/// Largest robots.txt read (RFC 9309 asks for at least 500 KiB).
+const ROBOTS_MAX_BYTES: u64 = 512 << 10;
+
+/// Response headers copied into the page record.
+const KEPT_HEADERS: [&str; 3] = ["etag", "last-modified", "content-language"];
+
+/// Where a crawl's outputs go.
+pub struct Outputs {
+    /// Page records.
+    pub pages: String,
+    /// Discovered links (`url-in`), if wired.
+    pub discovered: Option<String>,
+}
+
+/// The crawl stage's processor.
+pub struct Crawler {
+    settings: Settings,
+    client: reqwest::Client,
+    guard: AddressGuard,
+    robots: RobotsCache,
+    politeness: Arc<Politeness>,
+    recrawl: Dedup,
+    outputs: Outputs,
+    metrics: StageMetrics,
+}
+
+/// How one attempt ended.
+enum Attempt {
+    /// Final: record it.
+    Done(Page),
+    /// Transient: try again after the given delay (or the backoff), or record this page.
+    Retry(Page, Option<Duration>),
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn slot_error(e: SlotError) -> StageError {
+    StageError::unavailable("etcd", anyhow::anyhow!(e))
+}
+
+/// A page record for `item` with nothing fetched yet.
+fn blank(item: &CrawlUrl) -> Page {
+    Page {
+        url: item.url.clone(),
+        final_url: item.url.clone(),
+        redirects: Vec::new(),
+        status: None,
+        content_type: None,
+        charset: None,
+        fetched_at_ms: now_ms(),
+        fetch_ms: 0,
+        headers: BTreeMap::new(),
+        body: None,
+        body_bytes: 0,
+        truncated: false,
+        error: None,
+        depth: item.depth,
+        domain: item.domain.clone(),
+        source: item.source.clone(),
+        links_out: 0,
+    }
+}
+
+fn error(page: &mut Page, code: &str, message: impl Into<String>) {
+    page.error = Some(FetchError {
+        code: code.to_string(),
+        message: message.into(),
+    });
+}
+
+impl Crawler {
+    /// A crawler from its parts (built once per process).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: Settings,
+        client: reqwest::Client,
+        guard: AddressGuard,
+        politeness: Arc<Politeness>,
+        recrawl: Dedup,
+        outputs: Outputs,
+        metrics: StageMetrics,
+    ) -> Self {
+        let robots = RobotsCache::new(
+            &settings.robots_token(),
+            settings.robots_cache_ttl.0,
+            settings.fetch_backoff.0,
+        );
+        Self {
+            settings,
+            client,
+            guard,
+            robots,
+            politeness,
+            recrawl,
+            outputs,
+            metrics,
+        }
+    }
+
+    /// Whether a link (or a redirect hop) is inside the crawl's scope for a page of `domain`.
+    fn in_scope(&self, url: &Url, domain: &str) -> bool {
+        match self.settings.scope {
+            Scope::Any => true,
+            Scope::Domain => registrable_domain_of(url).as_deref() == Some(domain),
+            Scope::Hosts => {
+                let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+                self.settings.hosts.iter().any(|h| {
+                    let h = h.to_ascii_lowercase();
+                    host == h || host.ends_with(&format!(".{h}"))
+                })
+            }
+        }
+    }
+
+    /// Fetches `item`, retrying transient failures.
+    async fn crawl(&self, item: &CrawlUrl) -> Result<Page, StageError> {
+        let started = Instant::now();
+        let url = match Url::parse(&item.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
+            Ok(u) => {
+                let mut page = blank(item);
+                error(&mut page, "unsupported_url", format!("cannot fetch `{u}`"));
+                return Ok(page);
+            }
+            Err(e) => {
+                let mut page = blank(item);
+                error(&mut page, "unsupported_url", format!("`{}`: {e}", item.url));
+                return Ok(page);
+            }
+        };
+        let mut attempt = 1;
+        loop {
+            let outcome = self.attempt(item, &url).await?;
+            let (mut page, wait) = match outcome {
+                Attempt::Done(page) => (page, None),
+                Attempt::Retry(page, after) if attempt < self.settings.fetch_attempts => {
+                    let backoff = self.backoff(attempt);
+                    let wait = after.map_or(backoff, |a| a.max(backoff));
+                    if wait <= self.settings.max_retry_after.0 {
+                        (page, Some(wait))
+                    } else {
+                        (page, None)
+                    }
+                }
+                Attempt::Retry(page, _) => (page, None),
+            };
+            match wait {
+                Some(wait) => {
+                    self.metrics.event("retry");
+                    tracing::debug!(url = %url, attempt, ?wait, "transient failure, retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                None => {
+                    page.fetch_ms = started.elapsed().as_millis() as u64;
+                    return Ok(page);
+                }
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.settings.fetch_backoff.0 * 2u32.saturating_pow(attempt - 1);
+        base.mul_f64(rand::rng().random_range(0.75..1.25))
+    }
+
+    /// One attempt: the redirect chain up to a final response or failure.
+    async fn attempt(&self, item: &CrawlUrl, url: &Url) -> Result<Attempt, StageError> {
+        let mut page = blank(item);
+        let mut current = url.clone();
+        let mut visited: HashSet<String> = HashSet::from([current.to_string()]);
+        let mut permit: Option<DomainPermit> = None;
+        let result = loop {
+            if let Err(blocked) = self.guard.check_url(&current) {
+                error(&mut page, "blocked_address", blocked.to_string());
+                break Attempt::Done(page);
+            }
+            let Some(domain) = registrable_domain_of(&current) else {
+                error(&mut page, "unsupported_url", format!("no host: {current}"));
+                break Attempt::Done(page);
+            };
+            if permit.as_ref().map(|p| p.domain()) != Some(domain.as_str()) {
+                if let Some(old) = permit.take() {
+                    old.release().await;
+                }
+                permit = Some(self.politeness.enter(&domain).await.map_err(slot_error)?);
+            }
+            let permit_ref = permit.as_ref().expect("entered above");
+            let host = current.host_str().unwrap_or("").to_string();
+            let crawl_delay = if self.settings.robots {
+                match self.robots_verdict(&current, permit_ref).await {
+                    Verdict::Allowed { crawl_delay } => crawl_delay,
+                    Verdict::Disallowed => {
+                        error(
+                            &mut page,
+                            "robots_disallowed",
+                            format!("robots.txt disallows {current}"),
+                        );
+                        break Attempt::Done(page);
+                    }
+                    Verdict::Unavailable(why) => {
+                        error(&mut page, "robots_unavailable", why);
+                        break Attempt::Retry(page, None);
+                    }
+                }
+            } else {
+                None
+            };
+            let delay = self.politeness.delay_for(crawl_delay);
+            let request = permit_ref.request(&host, delay).await;
+            page.fetched_at_ms = now_ms();
+            let types = &self.settings.content_types;
+            let fetched = fetch::get(
+                &self.client,
+                &current,
+                self.settings.max_body.0,
+                BodyPolicy::Types(types),
+            )
+            .await;
+            drop(request);
+            let response = match fetched {
+                Ok(r) => r,
+                Err(failure) => {
+                    let transient = failure.transient();
+                    record_failure(&mut page, failure);
+                    break if transient {
+                        Attempt::Retry(page, None)
+                    } else {
+                        Attempt::Done(page)
+                    };
+                }
+            };
+            let status = response.status;
+            if status.is_redirection() {
+                if let Some(next) = response.location(&current) {
+                    page.status = Some(status.as_u16());
+                    let next = match next {
+                        Ok(n) => n,
+                        Err(why) => {
+                            error(&mut page, "bad_redirect", why);
+                            break Attempt::Done(page);
+                        }
+                    };
+                    page.redirects.push(Redirect {
+                        url: current.to_string(),
+                        status: status.as_u16(),
+                        location: next.to_string(),
+                    });
+                    if !matches!(next.scheme(), "http" | "https") {
+                        error(&mut page, "bad_redirect", format!("redirect to `{next}`"));
+                        break Attempt::Done(page);
+                    }
+                    if !visited.insert(next.to_string()) {
+                        error(
+                            &mut page,
+                            "redirect_loop",
+                            format!("{next} was already visited"),
+                        );
+                        break Attempt::Done(page);
+                    }
+                    if page.redirects.len() > self.settings.max_redirects as usize {
+                        error(
+                            &mut page,
+                            "too_many_redirects",
+                            format!("more than {} redirects", self.settings.max_redirects),
+                        );
+                        break Attempt::Done(page);
+                    }
+                    if !self.in_scope(&next, &item.domain) {
+                        error(&mut page, "out_of_scope", format!("redirect to {next}"));
+                        break Attempt::Done(page);
+                    }
+                    current = next;
+                    page.final_url = current.to_string();
+                    continue;
+                }
+            }
+            let retry_after = response.retry_after();
+            let transient = status.as_u16() == 429 || status.is_server_error();
+            self.fill(&mut page, &current, response);
+            if transient {
+                error(&mut page, "http_status", format!("HTTP {status}"));
+                break Attempt::Retry(page, retry_after);
+            }
+            if !status.is_success() {
+                error(&mut page, "http_status", format!("HTTP {status}"));
+            }
+            break Attempt::Done(page);
+        };
+        if let Some(p) = permit {
+            p.release().await;
+        }
+        Ok(result)
+    }
+
+    /// The robots.txt verdict for `url`, fetching the file under the current permit.
+    async fn robots_verdict(&self, url: &Url, permit: &DomainPermit) -> Verdict {
+        if let Some(v) = self.robots.cached(url) {
+            return v;
+        }
+        let host = url.host_str().unwrap_or("").to_string();
+        self.robots
+            .verdict(url, |robots_url| async move {
+                let _turn = permit.request(&host, self.politeness.delay_for(None)).await;
+                self.fetch_robots(robots_url).await
+            })
+            .await
+    }
+
+    /// GETs a robots.txt, following up to five redirects (RFC 9309 §2.3.1.2).
+    async fn fetch_robots(&self, mut url: Url) -> RobotsFile {
+        for _ in 0..=5 {
+            if let Err(b) = self.guard.check_url(&url) {
+                return RobotsFile::Unavailable(b.to_string());
+            }
+            match fetch::get(&self.client, &url, ROBOTS_MAX_BYTES, BodyPolicy::Any).await {
+                Err(f) => return RobotsFile::Unavailable(format!("robots.txt: {}", f.message)),
+                Ok(r) if r.status.is_redirection() => match r.location(&url) {
+                    Some(Ok(next)) => url = next,
+                    _ => return RobotsFile::Missing,
+                },
+                Ok(r) if r.status.is_success() => {
+                    return RobotsFile::Body(r.body.unwrap_or_default())
+                }
+                Ok(r) if r.status.as_u16() == 429 || r.status.is_server_error() => {
+                    return RobotsFile::Unavailable(format!("robots.txt: HTTP {}", r.status))
+                }
+                Ok(r) => return RobotsFile::Missing,
+            }
+        }
+        // RFC 9309: more redirects than that may be treated as unavailable-with-no-rules.
+        RobotsFile::Missing
+    }
+
+    /// Copies a final response into the page record.
+    fn fill(&self, page: &mut Page, url: &Url, response: Response) {
+        page.status = Some(response.status.as_u16());
+        page.final_url = url.to_string();
+        let content_type = response.content_type().map(str::to_string);
+        page.content_type = content_type.as_deref().map(fetch::media_type);
+        for name in KEPT_HEADERS {
+            if let Some(v) = response.headers.get(name).and_then(|v| v.to_str().ok()) {
+                page.headers.insert(name.to_string(), v.to_string());
+            }
+        }
+        page.truncated = response.truncated;
+        if let Some(body) = response.body {
+            page.body_bytes = body.len() as u64;
+            let tld = url
+                .host_str()
+                .and_then(|h| h.rsplit('.').next())
+                .map(str::as_bytes);
+            let decoded = charset::decode(&body, content_type.as_deref(), tld);
+            if page.content_type.is_none() {
+                page.content_type = Some("text/html".into());
+            }
+            page.charset = Some(decoded.charset.to_string());
+            page.body = Some(decoded.text);
+        }
+    }
+
+    /// Discovered links of a fetched page, as url-in records.
+    fn discover(&self, item: &CrawlUrl, page: &mut Page) -> Vec<OutRecord> {
+        let Some(topic) = &self.outputs.discovered else {
+            return Vec::new();
+        };
+        let (Some(body), Some(status)) = (&page.body, page.status) else {
+            return Vec::new();
+        };
+        if !(200..300).contains(&status) || item.depth >= self.settings.max_depth {
+            return Vec::new();
+        }
+        let Ok(base) = Url::parse(&page.final_url) else {
+            return Vec::new();
+        };
+        let found = links::extract(body, &base, self.settings.max_links_per_page);
+        if found.meta_nofollow && self.settings.respect_nofollow {
+            self.metrics.event("meta_nofollow");
+            return Vec::new();
+        }
+        let out: Vec<OutRecord> = found
+            .links
+            .into_iter()
+            .filter(|l| !(l.nofollow && self.settings.respect_nofollow))
+            .filter(|l| self.in_scope(&l.url, &item.domain))
+            .map(|l| {
+                let next = UrlIn {
+                    url: l.url.into(),
+                    depth: item.depth + 1,
+                    source: Some(page.final_url.clone()),
+                };
+                OutRecord::new(topic.clone(), next.encode())
+            })
+            .collect();
+        page.links_out = out.len() as u32;
+        out
+    }
+}
+
+fn record_failure(page: &mut Page, failure: Failure) {
+    error(page, failure.code, failure.message);
+}
+
+#[async_trait]
+impl Processor for Crawler {
+    async fn process(&self, record: &Record) -> Result<Vec<OutRecord>, StageError> {
+        let item = CrawlUrl::decode(&record.value).map_err(|e| {
+            StageError::invalid(e.code(), format!("undecodable crawl-url message: {e}"))
+        })?;
+        let mut page = self.crawl(&item).await?;
+        if page.status.is_some() {
+            // Best effort: normalize-dedup's claim already carries a time, so a lost mark only
+            // moves this URL's recrawl earlier by the time it waited in the queue.
+            if let Err(e) = self.recrawl.mark(&item.url, page.fetched_at_ms).await {
+                self.metrics.event("recrawl_mark_failed");
+                tracing::warn!(url = %item.url, error = %e, "could not record the fetch time");
+            }
+        }
+        let mut out = self.discover(&item, &mut page);
+        self.metrics.event(match &page.error {
+            None => "fetched",
+            Some(e) => match e.code.as_str() {
+                "robots_disallowed" => "robots_disallowed",
+                "http_status" => "http_error",
+                _ => "failed",
+            },
+        });
+        tracing::debug!(url = %item.url, status = ?page.status, error = ?page.error.as_ref().map(|e| &e.code), links = page.links_out, "crawled");
+        out.push(
+            OutRecord::new(self.outputs.pages.clone(), page.encode())
+                .with_key(item.domain.as_bytes()),
+        );
+        Ok(out)
+    }
+}

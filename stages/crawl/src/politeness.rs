@@ -1,0 +1,249 @@
+//! Who may send a request, and when.
+//!
+//! A URL goes through three gates, in this order:
+//! 1. the domain's local queue — at most `per_domain_concurrency` tasks of this process work on
+//!    one registrable domain; the others wait here, costing a parked future and nothing else;
+//! 2. a domain slot in etcd (or memory) — the same limit across every crawl replica, leased so
+//!    a crashed replica's slots come back; only tasks past gate 1 poll for one;
+//! 3. the host's turn (`min_delay`, or a longer Crawl-delay) and then one of the process's
+//!    `fetch_concurrency` request permits.
+//!
+//! The request permit comes last so that a domain waiting for its turn holds no permit: one
+//! slow or rate-limited domain can never starve the others of fetch capacity.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use sluice_runtime::services::{Slot, SlotError, Slots};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// The politeness state of one process.
+pub struct Politeness {
+    slots: Slots,
+    per_domain: u32,
+    lease_ttl: Duration,
+    min_delay: Duration,
+    max_crawl_delay: Duration,
+    requests: Arc<Semaphore>,
+    queues: Mutex<HashMap<String, Queue>>,
+    hosts: Mutex<HashMap<String, Instant>>,
+}
+
+struct Queue {
+    gate: Arc<Semaphore>,
+    users: usize,
+}
+
+/// Settings of [`Politeness`].
+pub struct Limits {
+    /// Requests in flight per registrable domain, across replicas.
+    pub per_domain: u32,
+    /// Requests in flight per process.
+    pub fetch_concurrency: usize,
+    /// Lease TTL of domain slots.
+    pub lease_ttl: Duration,
+    /// Minimum time between requests to one host.
+    pub min_delay: Duration,
+    /// Cap on robots.txt Crawl-delay.
+    pub max_crawl_delay: Duration,
+}
+
+/// Sweep host clocks when this many are kept.
+const HOSTS_SWEEP_AT: usize = 10_000;
+
+impl Politeness {
+    /// Politeness over `slots`.
+    pub fn new(slots: Slots, limits: Limits) -> Arc<Self> {
+        Arc::new(Self {
+            slots,
+            per_domain: limits.per_domain,
+            lease_ttl: limits.lease_ttl,
+            min_delay: limits.min_delay,
+            max_crawl_delay: limits.max_crawl_delay,
+            requests: Arc::new(Semaphore::new(limits.fetch_concurrency)),
+            queues: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Waits through gates 1 and 2 for `domain`. Fails only when the slot store is down.
+    pub async fn enter(self: &Arc<Self>, domain: &str) -> Result<DomainPermit, SlotError> {
+        let gate = {
+            let mut queues = self.queues.lock().expect("queues lock");
+            let q = queues.entry(domain.to_string()).or_insert_with(|| Queue {
+                gate: Arc::new(Semaphore::new(self.per_domain as usize)),
+                users: 0,
+            });
+            q.users += 1;
+            q.gate.clone()
+        };
+        let mut permit = DomainPermit {
+            politeness: self.clone(),
+            domain: domain.to_string(),
+            local: None,
+            slot: None,
+        };
+        permit.local = Some(gate.acquire_owned().await.expect("gates are never closed"));
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            if let Some(slot) = self
+                .slots
+                .try_acquire(domain, self.per_domain, self.lease_ttl)
+                .await?
+            {
+                permit.slot = Some(slot);
+                return Ok(permit);
+            }
+            // Held by other replicas: look again soon, but not in lockstep with them.
+            let jitter = rand::rng().random_range(0.5..1.5);
+            tokio::time::sleep(backoff.mul_f64(jitter)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// The delay between requests to a host whose robots.txt says `crawl_delay`.
+    pub fn delay_for(&self, crawl_delay: Option<Duration>) -> Duration {
+        crawl_delay
+            .map(|d| d.min(self.max_crawl_delay))
+            .unwrap_or_default()
+            .max(self.min_delay)
+    }
+
+    /// Reserves the host's next turn and returns when it is due.
+    async fn wait_turn(&self, host: &str, delay: Duration) {
+        let start = {
+            let mut hosts = self.hosts.lock().expect("hosts lock");
+            let now = Instant::now();
+            if hosts.len() >= HOSTS_SWEEP_AT {
+                hosts.retain(|_, next| *next > now);
+            }
+            let next = hosts.entry(host.to_string()).or_insert(now);
+            let start = (*next).max(now);
+            *next = start + delay;
+            start
+        };
+        tokio::time::sleep_until(start).await;
+    }
+
+    fn leave(&self, domain: &str) {
+        let mut queues = self.queues.lock().expect("queues lock");
+        if let Some(q) = queues.get_mut(domain) {
+            q.users -= 1;
+            if q.users == 0 {
+                queues.remove(domain);
+            }
+        }
+    }
+}
+
+/// The right to work on one domain: a local queue place and a domain slot.
+pub struct DomainPermit {
+    politeness: Arc<Politeness>,
+    domain: String,
+    local: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
+}
+
+impl DomainPermit {
+    /// The registrable domain this permit is for.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// Waits for `host`'s turn (`delay` after its previous request), then for a request
+    /// permit. Hold the returned permit until the response is read.
+    pub async fn request(&self, host: &str, delay: Duration) -> OwnedSemaphorePermit {
+        self.politeness.wait_turn(host, delay).await;
+        self.politeness
+            .requests
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("request semaphore is never closed")
+    }
+
+    /// Gives the slot back now (dropping does the same in the background).
+    pub async fn release(mut self) {
+        if let Some(slot) = self.slot.take() {
+            slot.release().await;
+        }
+    }
+}
+
+impl Drop for DomainPermit {
+    fn drop(&mut self) {
+        self.local.take();
+        self.politeness.leave(&self.domain);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn limits(per_domain: u32, fetch: usize, delay_ms: u64) -> Limits {
+        Limits {
+            per_domain,
+            fetch_concurrency: fetch,
+            lease_ttl: Duration::from_secs(5),
+            min_delay: Duration::from_millis(delay_ms),
+            max_crawl_delay: Duration::from_secs(10),
+        }
+    }
+
+    #[tokio::test]
+    async fn at_most_the_limit_per_domain_and_other_domains_are_not_held_up() {
+        let p = Politeness::new(Slots::in_memory(), limits(2, 64, 0));
+        let busy = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (p, busy, peak) = (p.clone(), busy.clone(), peak.clone());
+            tasks.push(tokio::spawn(async move {
+                let permit = p.enter("slow.test").await.unwrap();
+                let _r = permit.request("slow.test", Duration::ZERO).await;
+                let now = busy.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                busy.fetch_sub(1, Ordering::SeqCst);
+                permit.release().await;
+            }));
+        }
+        // While slow.test is saturated, another domain gets in at once.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let started = std::time::Instant::now();
+        let other = p.enter("fast.test").await.unwrap();
+        let _r = other.request("fast.test", Duration::ZERO).await;
+        assert!(started.elapsed() < Duration::from_millis(25));
+        drop(other);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+        assert!(p.queues.lock().unwrap().is_empty(), "queues are cleaned up");
+    }
+
+    #[tokio::test]
+    async fn turns_are_spaced_by_the_delay() {
+        let p = Politeness::new(Slots::in_memory(), limits(4, 64, 40));
+        let permit = p.enter("d.test").await.unwrap();
+        let started = std::time::Instant::now();
+        for _ in 0..3 {
+            drop(permit.request("h.d.test", p.delay_for(None)).await);
+        }
+        // Turns at 0, 40, 80 ms.
+        assert!(started.elapsed() >= Duration::from_millis(80));
+        assert_eq!(
+            p.delay_for(Some(Duration::from_secs(60))),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            p.delay_for(Some(Duration::from_millis(1))),
+            Duration::from_millis(40)
+        );
+    }
+}

@@ -1,0 +1,169 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sluice_config::{ByteSize, HumanDuration};
+
+/// `crawl` settings in pipeline.yaml. Every field has a default that is safe on the real web.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The User-Agent header; name the crawler and a contact URL.
+    pub user_agent: String,
+    /// The product token matched against robots.txt groups (default: the user agent up to `/`).
+    pub robots_agent: Option<String>,
+    /// Time to set up a connection.
+    pub connect_timeout: HumanDuration,
+    /// Time for a whole response, body included.
+    pub timeout: HumanDuration,
+    /// Bodies are cut here (after content decoding, so a gzip bomb stops here too).
+    pub max_body: ByteSize,
+    /// Media types whose body is kept and parsed; others are recorded without a body.
+    pub content_types: Vec<String>,
+    /// Redirects followed per URL.
+    pub max_redirects: u32,
+    /// Attempts per URL for transient failures (timeouts, connection errors, 429, 5xx).
+    pub fetch_attempts: u32,
+    /// First backoff between attempts; doubles each time, with jitter.
+    pub fetch_backoff: HumanDuration,
+    /// A Retry-After longer than this is not waited for: the failure is recorded.
+    pub max_retry_after: HumanDuration,
+    /// Requests in flight per process, across all domains.
+    pub fetch_concurrency: usize,
+    /// Requests in flight per registrable domain across all crawl replicas (etcd slots).
+    pub per_domain_concurrency: u32,
+    /// Minimum time between two requests to the same host.
+    pub min_delay: HumanDuration,
+    /// Longest Crawl-delay from robots.txt that is honoured (a larger one is capped here).
+    pub max_crawl_delay: HumanDuration,
+    /// How long a crashed replica's domain slots stay taken.
+    pub slot_lease_ttl: HumanDuration,
+    /// Check robots.txt (default true).
+    pub robots: bool,
+    /// How long a fetched robots.txt is trusted.
+    pub robots_cache_ttl: HumanDuration,
+    /// Refuse addresses in loopback, private, link-local, unspecified and similar ranges
+    /// unless true (local test sites need it).
+    pub allow_private_addresses: bool,
+    /// Host → `address:port` overrides, like curl's `--resolve`.
+    pub resolve: BTreeMap<String, String>,
+    /// Links deeper than this are not followed (seeds are depth 0).
+    pub max_depth: u32,
+    /// Which discovered links are passed on.
+    pub scope: Scope,
+    /// Hosts allowed when `scope: hosts` (`example.org` also allows its subdomains).
+    pub hosts: Vec<String>,
+    /// Skip `rel=nofollow` links and pages with `<meta name=robots content=nofollow>`.
+    pub respect_nofollow: bool,
+    /// Links taken from one page at most (a hostile page may hold millions).
+    pub max_links_per_page: usize,
+    /// Prefix of the recrawl-clock keys in memcached (normalize-dedup's `key_prefix`).
+    pub key_prefix: String,
+    /// How long the recrawl clock is kept (normalize-dedup's `recrawl_after`).
+    pub recrawl_after: HumanDuration,
+}
+
+/// Which discovered links are followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Links within the page's registrable domain.
+    Domain,
+    /// Links to the hosts listed in `hosts`.
+    Hosts,
+    /// Every http(s) link.
+    Any,
+}
+
+fn secs(s: u64) -> HumanDuration {
+    HumanDuration(Duration::from_secs(s))
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            user_agent: concat!(
+                "SluiceBot/",
+                env!("CARGO_PKG_VERSION"),
+                " (+https://github.com/sluice-crawler/sluice)"
+            )
+            .into(),
+            robots_agent: None,
+            connect_timeout: secs(10),
+            timeout: secs(30),
+            max_body: ByteSize(2 << 20),
+            content_types: vec!["text/html".into(), "application/xhtml+xml".into()],
+            max_redirects: 5,
+            fetch_attempts: 3,
+            fetch_backoff: secs(1),
+            max_retry_after: secs(120),
+            fetch_concurrency: 128,
+            per_domain_concurrency: 2,
+            min_delay: secs(1),
+            max_crawl_delay: secs(30),
+            slot_lease_ttl: secs(10),
+            robots: true,
+            robots_cache_ttl: secs(3600),
+            allow_private_addresses: false,
+            resolve: BTreeMap::new(),
+            max_depth: 5,
+            scope: Scope::Domain,
+            hosts: Vec::new(),
+            respect_nofollow: true,
+            max_links_per_page: 5000,
+            key_prefix: "sluice:url:".into(),
+            recrawl_after: secs(24 * 3600),
+        }
+    }
+}
+
+impl Settings {
+    /// Checks what serde cannot: values that parse but make no sense. The error names the
+    /// field, so it can be reported at its line.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let fail = |field, msg: &str| Err((field, msg.to_string()));
+        if self.per_domain_concurrency == 0 {
+            return fail(
+                "per_domain_concurrency",
+                "per_domain_concurrency must be at least 1",
+            );
+        }
+        if self.fetch_concurrency == 0 {
+            return fail("fetch_concurrency", "fetch_concurrency must be at least 1");
+        }
+        if self.fetch_attempts == 0 {
+            return fail("fetch_attempts", "fetch_attempts must be at least 1");
+        }
+        if self.user_agent.trim().is_empty() {
+            return fail("user_agent", "user_agent must not be empty");
+        }
+        if self.scope == Scope::Hosts && self.hosts.is_empty() {
+            return fail("scope", "scope: hosts needs a `hosts` list");
+        }
+        if self.slot_lease_ttl.0 < Duration::from_secs(2) {
+            return fail("slot_lease_ttl", "slot_lease_ttl must be at least 2s");
+        }
+        for (host, addr) in &self.resolve {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err((
+                    "resolve",
+                    format!(
+                        "resolve: `{host}: {addr}` is not an address:port (e.g. 127.0.0.1:8080)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The robots.txt product token.
+    pub fn robots_token(&self) -> String {
+        self.robots_agent.clone().unwrap_or_else(|| {
+            self.user_agent
+                .split(['/', ' '])
+                .next()
+                .unwrap_or("SluiceBot")
+                .to_string()
+        })
+    }
+}
