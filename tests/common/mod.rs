@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub mod dataset;
+pub mod web;
 
 use sluice_bus::{Bus, ConsumerEvent, Record, StartFrom, SubscribeOptions, TopicPartition};
 

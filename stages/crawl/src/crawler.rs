@@ -239,6 +239,10 @@ impl Crawler {
                         error(&mut page, "robots_unavailable", why);
                         break Attempt::Retry(page, None);
                     }
+                    Verdict::Blocked(why) => {
+                        error(&mut page, "blocked_address", why);
+                        break Attempt::Done(page);
+                    }
                 }
             } else {
                 None
@@ -348,9 +352,10 @@ impl Crawler {
     async fn fetch_robots(&self, mut url: Url) -> RobotsFile {
         for _ in 0..=5 {
             if let Err(b) = self.guard.check_url(&url) {
-                return RobotsFile::Unavailable(b.to_string());
+                return RobotsFile::Blocked(b.to_string());
             }
             match fetch::get(&self.client, &url, ROBOTS_MAX_BYTES, BodyPolicy::Any).await {
+                Err(f) if f.code == "blocked_address" => return RobotsFile::Blocked(f.message),
                 Err(f) => return RobotsFile::Unavailable(format!("robots.txt: {}", f.message)),
                 Ok(r) if r.status.is_redirection() => match r.location(&url) {
                     Some(Ok(next)) => url = next,
@@ -362,7 +367,7 @@ impl Crawler {
                 Ok(r) if r.status.as_u16() == 429 || r.status.is_server_error() => {
                     return RobotsFile::Unavailable(format!("robots.txt: HTTP {}", r.status))
                 }
-                Ok(r) => return RobotsFile::Missing,
+                Ok(_) => return RobotsFile::Missing,
             }
         }
         // RFC 9309: more redirects than that may be treated as unavailable-with-no-rules.

@@ -24,6 +24,8 @@ pub enum Verdict {
     Disallowed,
     /// The file could not be fetched (5xx, 429, network error): do not fetch yet.
     Unavailable(String),
+    /// The host's address is refused by the SSRF guard.
+    Blocked(String),
 }
 
 /// The outcome of fetching one robots.txt.
@@ -34,12 +36,15 @@ pub enum RobotsFile {
     Missing,
     /// 429, 5xx or a network error.
     Unavailable(String),
+    /// The host's address is refused by the SSRF guard.
+    Blocked(String),
 }
 
 enum Rules {
     All,
     Parsed(Box<Robot>),
     Unavailable(String),
+    Blocked(String),
 }
 
 struct Cached {
@@ -126,6 +131,7 @@ impl RobotsCache {
             },
             RobotsFile::Missing => (Rules::All, self.ttl),
             RobotsFile::Unavailable(why) => (Rules::Unavailable(why), self.unavailable_ttl),
+            RobotsFile::Blocked(why) => (Rules::Blocked(why), self.unavailable_ttl),
         };
         let rules = Arc::new(rules);
         let v = verdict(&rules, url);
@@ -141,6 +147,7 @@ fn verdict(rules: &Rules, url: &Url) -> Verdict {
     match rules {
         Rules::All => Verdict::Allowed { crawl_delay: None },
         Rules::Unavailable(why) => Verdict::Unavailable(why.clone()),
+        Rules::Blocked(why) => Verdict::Blocked(why.clone()),
         Rules::Parsed(robot) => {
             // Match on the path and query only, as RFC 9309 specifies.
             let mut target = url.path().to_string();

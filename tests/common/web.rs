@@ -1,0 +1,324 @@
+//! A fixture web server for crawl tests: one loopback listener serving many hostnames (the
+//! crawler reaches them through its `resolve:` map), with a log of every request and the peak
+//! number of concurrent requests per registrable domain, as the server saw them.
+//!
+//! Hosts:
+//! - `edge.test` — the hard cases: robots.txt rules and Crawl-delay, redirect chains and
+//!   loops, 404/500/503/429 with Retry-After, a slow page, an endless body, a gzip bomb,
+//!   Latin-1 and Shift_JIS pages without any charset declaration, non-HTML content, relative,
+//!   absolute and protocol-relative links;
+//! - `other.test` — a second site that scope rules must keep the crawler out of;
+//! - `<x>.grid<N>.test` — generated sites (`grid` below) for politeness tests: every page
+//!   answers after `grid_delay` and links to a few others.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+
+/// One request the server answered.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub host: String,
+    pub path: String,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct Shared {
+    hits: Mutex<Vec<Hit>>,
+    /// Per domain: (in flight now, peak).
+    active: Mutex<HashMap<String, (usize, usize)>>,
+    /// Per path: how many times it was asked (for fail-once pages).
+    asked: Mutex<HashMap<String, usize>>,
+    grid_delay_ms: AtomicUsize,
+}
+
+/// The running server.
+pub struct FixtureWeb {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+/// Pages per generated grid host.
+pub const GRID_PAGES: usize = 12;
+
+fn domain_of(host: &str) -> String {
+    let parts: Vec<&str> = host.split('.').collect();
+    parts[parts.len().saturating_sub(2)..].join(".")
+}
+
+impl FixtureWeb {
+    /// Starts the server on an ephemeral loopback port.
+    pub async fn start() -> Self {
+        let shared = Arc::new(Shared::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { addr, shared }
+    }
+
+    /// How long each grid page takes to answer.
+    pub fn set_grid_delay(&self, d: Duration) {
+        self.shared
+            .grid_delay_ms
+            .store(d.as_millis() as usize, Ordering::SeqCst);
+    }
+
+    /// Every request so far.
+    pub fn hits(&self) -> Vec<Hit> {
+        self.shared.hits.lock().unwrap().clone()
+    }
+
+    /// Peak concurrent requests per registrable domain.
+    pub fn peaks(&self) -> HashMap<String, usize> {
+        self.shared
+            .active
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(d, (_, peak))| (d.clone(), *peak))
+            .collect()
+    }
+
+    /// `resolve:` entries sending `hosts` to this server.
+    pub fn resolve_yaml(&self, hosts: &[String], indent: usize) -> String {
+        hosts
+            .iter()
+            .map(|h| format!("{}{h}: \"{}\"\n", " ".repeat(indent), self.addr))
+            .collect()
+    }
+}
+
+/// URLs of every page of grid host `host` (index first).
+pub fn grid_urls(host: &str) -> Vec<String> {
+    (0..GRID_PAGES)
+        .map(|i| format!("http://{host}/p{i}.html"))
+        .collect()
+}
+
+struct InFlight {
+    shared: Arc<Shared>,
+    domain: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(e) = self.shared.active.lock().unwrap().get_mut(&self.domain) {
+            e.0 -= 1;
+        }
+    }
+}
+
+fn html(body: impl Into<String>) -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .body(Body::from(body.into()))
+        .unwrap()
+}
+
+fn status(code: u16) -> Response {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "text/html")
+        .body(Body::from(format!("<h1>{code}</h1>")))
+        .unwrap()
+}
+
+fn redirect(code: u16, to: &str) -> Response {
+    Response::builder()
+        .status(code)
+        .header(header::LOCATION, to)
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// 64 MiB of zeros, gzipped (about 64 KiB).
+fn gzip_bomb() -> &'static [u8] {
+    static BOMB: OnceLock<Vec<u8>> = OnceLock::new();
+    BOMB.get_or_init(|| {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let zeros = vec![b' '; 1 << 20];
+        enc.write_all(b"<html><body>").unwrap();
+        for _ in 0..64 {
+            enc.write_all(&zeros).unwrap();
+        }
+        enc.finish().unwrap()
+    })
+}
+
+const EDGE_INDEX: &str = r##"<!DOCTYPE html><html><head><title>Edge cases</title></head><body>
+<a href="rel.html">relative</a>
+<a href="http://edge.test/abs.html">absolute</a>
+<a href="//edge.test/proto.html#section">protocol-relative with a fragment</a>
+<a href="/dir/../up.html">dot segments</a>
+<a href="/private/secret.html">disallowed by robots.txt</a>
+<a href="/r/1">redirect chain</a>
+<a href="/loop/a">redirect loop</a>
+<a href="/chain/0">endless redirects</a>
+<a href="/missing">404</a>
+<a href="/broken">500 every time</a>
+<a href="/flaky">503 once</a>
+<a href="/busy">429 once, Retry-After 1</a>
+<a href="/slow">slower than the timeout</a>
+<a href="/endless">endless body</a>
+<a href="/bomb">gzip bomb</a>
+<a href="/latin1.html">Latin-1 without charset</a>
+<a href="/sjis.html">Shift_JIS without charset</a>
+<a href="/doc.pdf">a PDF</a>
+<a href="/nofollow-target.html" rel="nofollow">nofollow</a>
+<a href="http://other.test/">another site</a>
+<a href="mailto:someone@edge.test">mail</a>
+<a href="javascript:void(0)">script</a>
+</body></html>"##;
+
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Result<Response, Infallible> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .split(':')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let path = req.uri().path().to_string();
+    let domain = domain_of(&host);
+    shared.hits.lock().unwrap().push(Hit {
+        host: host.clone(),
+        path: path.clone(),
+        at: Instant::now(),
+    });
+    let _in_flight = {
+        let mut active = shared.active.lock().unwrap();
+        let e = active.entry(domain.clone()).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(e.0);
+        InFlight {
+            shared: shared.clone(),
+            domain: domain.clone(),
+        }
+    };
+    let times_asked = {
+        let mut asked = shared.asked.lock().unwrap();
+        let n = asked.entry(format!("{host}{path}")).or_default();
+        *n += 1;
+        *n
+    };
+    if domain.starts_with("grid") {
+        let delay = shared.grid_delay_ms.load(Ordering::SeqCst) as u64;
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        return Ok(grid_page(&host, &path));
+    }
+    Ok(match (host.as_str(), path.as_str()) {
+        ("edge.test", "/robots.txt") => Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from(
+                "User-agent: SomeOtherBot\nDisallow: /\n\nUser-agent: *\nDisallow: /private/\nCrawl-delay: 0.05\n",
+            ))
+            .unwrap(),
+        ("edge.test", "/") => html(EDGE_INDEX),
+        ("edge.test", "/rel.html" | "/abs.html" | "/proto.html" | "/up.html" | "/final.html") => {
+            html(format!("<title>{path}</title><a href=\"/\">home</a>"))
+        }
+        ("edge.test", "/private/secret.html") => html("secret"),
+        ("edge.test", "/r/1") => redirect(301, "http://edge.test/r/2"),
+        ("edge.test", "/r/2") => redirect(302, "/r/3"),
+        ("edge.test", "/r/3") => redirect(307, "../final.html"),
+        ("edge.test", "/loop/a") => redirect(302, "/loop/b"),
+        ("edge.test", "/loop/b") => redirect(302, "/loop/a"),
+        ("edge.test", p) if p.starts_with("/chain/") => {
+            let n: u32 = p[7..].parse().unwrap_or(0);
+            redirect(302, &format!("/chain/{}", n + 1))
+        }
+        ("edge.test", "/broken") => status(500),
+        ("edge.test", "/flaky") if times_asked == 1 => status(503),
+        ("edge.test", "/flaky") => html("<p>flaky worked</p>"),
+        ("edge.test", "/busy") if times_asked == 1 => Response::builder()
+            .status(429)
+            .header(header::RETRY_AFTER, "1")
+            .body(Body::from("slow down"))
+            .unwrap(),
+        ("edge.test", "/busy") => html("<p>busy worked</p>"),
+        ("edge.test", "/slow") => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            html("too late")
+        }
+        ("edge.test", "/endless") => {
+            let chunk = Bytes::from_static(b"<p>and on and on and on and on and on</p>\n");
+            let stream = futures::stream::repeat_with(move || Ok::<_, Infallible>(chunk.clone()));
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/html")
+                .body(Body::from_stream(stream))
+                .unwrap()
+        }
+        ("edge.test", "/bomb") => Response::builder()
+            .header(header::CONTENT_TYPE, "text/html")
+            .header(header::CONTENT_ENCODING, "gzip")
+            .body(Body::from(gzip_bomb()))
+            .unwrap(),
+        ("edge.test", "/latin1.html") => Response::builder()
+            .header(header::CONTENT_TYPE, "text/html")
+            .body(Body::from(
+                encoding_rs::WINDOWS_1252
+                    .encode("<html><body><p>Der Bäcker backt frische Brötchen für die Straße, jeden Morgen um fünf Uhr früh.</p></body></html>")
+                    .0
+                    .into_owned(),
+            ))
+            .unwrap(),
+        ("edge.test", "/sjis.html") => Response::builder()
+            .header(header::CONTENT_TYPE, HeaderValue::from_static("text/html"))
+            .body(Body::from(
+                encoding_rs::SHIFT_JIS
+                    .encode("<html><body><p>日本語のページです。文字コードの宣言はありません。東京都の天気は晴れです。</p></body></html>")
+                    .0
+                    .into_owned(),
+            ))
+            .unwrap(),
+        ("edge.test", "/doc.pdf") => Response::builder()
+            .header(header::CONTENT_TYPE, "application/pdf")
+            .body(Body::from("%PDF-1.4 not really"))
+            .unwrap(),
+        ("edge.test", "/nofollow-target.html") => html("should not be discovered"),
+        ("other.test", _) => html("<a href=\"/more\">more</a>"),
+        _ => status(404),
+    })
+}
+
+/// Grid page `p<i>.html` of `host`: links to the next three pages (wrapping), so a crawl from
+/// `p0.html` reaches all of them; `/robots.txt` disallows `/private/`.
+fn grid_page(host: &str, path: &str) -> Response {
+    if path == "/robots.txt" {
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from("User-agent: *\nDisallow: /private/\n"))
+            .unwrap();
+    }
+    let Some(i) = path
+        .strip_prefix("/p")
+        .and_then(|p| p.strip_suffix(".html"))
+        .and_then(|p| p.parse::<usize>().ok())
+        .filter(|i| *i < GRID_PAGES)
+    else {
+        return status(404);
+    };
+    let links: String = (1..=3)
+        .map(|k| format!("<a href=\"/p{}.html\">next {k}</a>\n", (i + k) % GRID_PAGES))
+        .collect();
+    html(format!(
+        "<html><head><title>{host} page {i}</title></head><body>{links}<a href=\"/private/p{i}.html\">private</a></body></html>"
+    ))
+}

@@ -1,0 +1,308 @@
+//! The crawl stage against the fixture web server (tests/common/web.rs): robots.txt,
+//! redirects, errors and retries, size caps, charsets, content types, link discovery and
+//! scope, checked in the page records and in the server's own request log.
+//!
+//! The pipeline (url-in → normalize → crawl, links back to url-in) runs in-process on the
+//! embedded bus; the Kafka, memcached and etcd runs are in crawl_pipeline.rs.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::web::FixtureWeb;
+use sluice_bus::{Bus, OutRecord};
+use sluice_runtime::registry::Registry;
+use sluice_runtime::runner::{start_on, RunOptions};
+use sluice_runtime::services::Services;
+use sluice_topics::{Contract, CrawlUrl, Page};
+use tokio_util::sync::CancellationToken;
+
+fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(sluice_stage_normalize::Kind);
+    r.register(sluice_stage_crawl::Kind);
+    r
+}
+
+fn pipeline(web: &FixtureWeb, extra: &str) -> String {
+    format!(
+        r#"
+name: crawl-fixture
+broker: memory
+topics:
+  url-in: {{ partitions: 2 }}
+  urls: {{ partitions: 2 }}
+  pages: {{ partitions: 2 }}
+  dead-letter: {{ partitions: 1 }}
+dead_letter: dead-letter
+stages:
+  normalize:
+    kind: normalize-dedup
+    input: url-in
+    output: urls
+  crawl:
+    kind: crawl
+    input: urls
+    output: pages
+    discovered: url-in
+    feedback: [url-in]
+    retry: {{ attempts: 2, backoff: 100ms }}
+    allow_private_addresses: true
+    timeout: 1500ms
+    connect_timeout: 1s
+    max_body: 256KiB
+    fetch_attempts: 3
+    fetch_backoff: 100ms
+    min_delay: 10ms
+    max_depth: 3
+    resolve:
+{resolve}{extra}"#,
+        resolve = web.resolve_yaml(&["edge.test".into(), "other.test".into()], 6),
+    )
+}
+
+/// Runs the pipeline from `seeds` until it is idle; returns the page records by URL and every
+/// record of `urls` (what the crawl stage took in).
+async fn crawl(yaml: &str, seeds: &[&str]) -> (HashMap<String, Page>, Vec<CrawlUrl>) {
+    let (p, _) =
+        sluice_config::load_str_validated(yaml, "fixture.yaml", &[], &|_| None, &registry())
+            .unwrap_or_else(|d| panic!("{d}"));
+    let bus: Arc<dyn Bus> = Arc::new(sluice_bus::memory::MemoryBus::new());
+    let token = CancellationToken::new();
+    let running = start_on(
+        bus.clone(),
+        Services::in_memory(),
+        Arc::new(p),
+        &registry(),
+        RunOptions {
+            stages: vec![],
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        },
+        token.clone(),
+    )
+    .await
+    .unwrap();
+    let producer = bus.producer().unwrap();
+    for s in seeds {
+        producer
+            .send(OutRecord::new("url-in", s.as_bytes().to_vec()))
+            .await
+            .unwrap();
+    }
+    // Idle = every group caught up, for long enough that retries (≤ a few s) are over.
+    let mut idle_for = 0;
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if running.is_idle().await.unwrap() {
+            idle_for += 1;
+            if idle_for >= 20 {
+                break;
+            }
+        } else {
+            idle_for = 0;
+        }
+    }
+    assert!(idle_for >= 20, "the crawl did not finish within a minute");
+    let pages = common::read_all(&bus, "pages", Duration::from_secs(5)).await;
+    let urls = common::read_all(&bus, "urls", Duration::from_secs(5)).await;
+    token.cancel();
+    running.wait().await.unwrap();
+    let mut by_url = HashMap::new();
+    for r in &pages {
+        let page = Page::decode(&r.value).unwrap();
+        assert_eq!(
+            r.key.as_deref(),
+            Some(page.domain.as_bytes()),
+            "pages are keyed by domain"
+        );
+        assert!(
+            by_url.insert(page.url.clone(), page).is_none(),
+            "a URL was crawled twice"
+        );
+    }
+    let urls = urls
+        .iter()
+        .map(|r| CrawlUrl::decode(&r.value).unwrap())
+        .collect();
+    (by_url, urls)
+}
+
+fn code(p: &Page) -> Option<&str> {
+    p.error.as_ref().map(|e| e.code.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_cases_end_in_the_right_page_records() {
+    let web = FixtureWeb::start().await;
+    let (pages, urls) = crawl(&pipeline(&web, ""), &["http://edge.test/"]).await;
+    let page = |path: &str| {
+        let url = format!("http://edge.test{path}");
+        pages
+            .get(&url)
+            .unwrap_or_else(|| panic!("no page record for {url}; have {:?}", pages.keys()))
+    };
+
+    // One record per URL taken in.
+    assert_eq!(pages.len(), urls.len());
+
+    // Links: relative, absolute, protocol-relative (fragment dropped), dot segments.
+    for p in ["/rel.html", "/abs.html", "/proto.html", "/up.html"] {
+        assert_eq!(page(p).status, Some(200), "{p}");
+        assert_eq!(page(p).depth, 1);
+        assert_eq!(page(p).source.as_deref(), Some("http://edge.test/"));
+    }
+    let index = page("/");
+    assert_eq!(index.status, Some(200));
+    assert!(index.links_out >= 15, "links_out {}", index.links_out);
+    assert_eq!(index.charset.as_deref(), Some("UTF-8"));
+
+    // robots.txt: the disallowed page has a record and was never requested.
+    assert_eq!(
+        code(page("/private/secret.html")),
+        Some("robots_disallowed")
+    );
+    assert_eq!(page("/private/secret.html").status, None);
+    let hits = web.hits();
+    assert!(hits.iter().all(|h| !h.path.starts_with("/private/")));
+    let robots = hits
+        .iter()
+        .filter(|h| h.host == "edge.test" && h.path == "/robots.txt")
+        .count();
+    assert_eq!(robots, 1, "robots.txt is fetched once and cached");
+
+    // Crawl-delay 0.05 s (above min_delay 10ms): no two edge.test requests closer than that.
+    let mut times: Vec<_> = hits
+        .iter()
+        .filter(|h| h.host == "edge.test" && h.path != "/robots.txt")
+        .map(|h| h.at)
+        .collect();
+    times.sort();
+    let closest = times.windows(2).map(|w| w[1] - w[0]).min().unwrap();
+    assert!(
+        closest >= Duration::from_millis(45),
+        "requests {closest:?} apart"
+    );
+
+    // Redirects: each hop recorded, loops and endless chains stopped.
+    let r = page("/r/1");
+    assert_eq!(r.status, Some(200));
+    assert_eq!(r.final_url, "http://edge.test/final.html");
+    let hops: Vec<_> = r
+        .redirects
+        .iter()
+        .map(|h| (h.status, h.location.as_str()))
+        .collect();
+    assert_eq!(
+        hops,
+        vec![
+            (301, "http://edge.test/r/2"),
+            (302, "http://edge.test/r/3"),
+            (307, "http://edge.test/final.html")
+        ]
+    );
+    assert_eq!(code(page("/loop/a")), Some("redirect_loop"));
+    assert_eq!(code(page("/chain/0")), Some("too_many_redirects"));
+    assert_eq!(page("/chain/0").redirects.len(), 6);
+
+    // Permanent errors are recorded, transient ones retried.
+    assert_eq!(page("/missing").status, Some(404));
+    assert_eq!(code(page("/missing")), Some("http_status"));
+    assert_eq!(page("/broken").status, Some(500));
+    assert_eq!(code(page("/broken")), Some("http_status"));
+    let broken_asks = hits.iter().filter(|h| h.path == "/broken").count();
+    assert_eq!(broken_asks, 3, "fetch_attempts: 3");
+    assert_eq!(page("/flaky").status, Some(200));
+    assert_eq!(page("/flaky").error, None);
+    let busy = page("/busy");
+    assert_eq!(busy.status, Some(200));
+    let busy_hits: Vec<_> = hits
+        .iter()
+        .filter(|h| h.path == "/busy")
+        .map(|h| h.at)
+        .collect();
+    assert_eq!(busy_hits.len(), 2);
+    assert!(
+        busy_hits[1] - busy_hits[0] >= Duration::from_millis(950),
+        "Retry-After honoured"
+    );
+    assert_eq!(code(page("/slow")), Some("timeout"));
+
+    // Size caps: cut at max_body, flagged, memory intact.
+    for p in ["/endless", "/bomb"] {
+        let pg = page(p);
+        assert_eq!(pg.status, Some(200), "{p}");
+        assert!(pg.truncated, "{p}");
+        assert_eq!(pg.body_bytes, 256 << 10, "{p}");
+        assert_eq!(pg.body.as_ref().unwrap().len(), 256 << 10, "{p}");
+    }
+
+    // Charsets without any declaration are detected and decoded to UTF-8.
+    let latin = page("/latin1.html");
+    assert_eq!(latin.charset.as_deref(), Some("windows-1252"));
+    assert!(latin
+        .body
+        .as_ref()
+        .unwrap()
+        .contains("Der Bäcker backt frische Brötchen für die Straße"));
+    let sjis = page("/sjis.html");
+    assert_eq!(sjis.charset.as_deref(), Some("Shift_JIS"));
+    assert!(sjis
+        .body
+        .as_ref()
+        .unwrap()
+        .contains("東京都の天気は晴れです"));
+
+    // Non-HTML: recorded without a body.
+    let pdf = page("/doc.pdf");
+    assert_eq!(pdf.status, Some(200));
+    assert_eq!(pdf.content_type.as_deref(), Some("application/pdf"));
+    assert_eq!(pdf.body, None);
+
+    // Scope, nofollow and non-http links keep URLs out of the crawl.
+    assert!(!pages.contains_key("http://edge.test/nofollow-target.html"));
+    assert!(
+        pages.keys().all(|u| u.starts_with("http://edge.test/")),
+        "{:?}",
+        pages.keys()
+    );
+    assert!(hits.iter().all(|h| h.host != "other.test"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_addresses_are_refused_by_default() {
+    let web = FixtureWeb::start().await;
+    let yaml = pipeline(&web, "").replace(
+        "allow_private_addresses: true",
+        "allow_private_addresses: false",
+    );
+    let (pages, _) = crawl(
+        &yaml,
+        &["http://edge.test/", "http://127.0.0.1:9/", "http://[::1]/x"],
+    )
+    .await;
+    assert_eq!(pages.len(), 3);
+    for p in pages.values() {
+        assert_eq!(code(p), Some("blocked_address"), "{p:?}");
+        assert!(
+            p.error.as_ref().unwrap().message.contains("loopback"),
+            "{p:?}"
+        );
+    }
+    assert!(web.hits().is_empty(), "nothing reached the server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_scope_follows_other_sites_and_max_depth_stops() {
+    let web = FixtureWeb::start().await;
+    let yaml = pipeline(&web, "    scope: any\n").replace("max_depth: 3", "max_depth: 1");
+    let (pages, _) = crawl(&yaml, &["http://edge.test/"]).await;
+    let other = pages.get("http://other.test/").expect("other.test crawled");
+    assert_eq!(other.depth, 1);
+    assert_eq!(
+        other.links_out, 0,
+        "depth 1 = max_depth: its links are not followed"
+    );
+    assert!(!pages.contains_key("http://other.test/more"));
+}
