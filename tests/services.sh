@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Installs (once, cached outside the clone) and starts the real servers the tests use:
-# tansu (Kafka protocol), memcached, etcd — each on 127.0.0.1 with its own data dir, stopped
+# tansu (Kafka protocol), memcached, etcd, and nginx serving a real documentation site (the
+# HTML docs Debian ships in python3.11-doc) — each on 127.0.0.1 with its own data dir, stopped
 # by PID. Source this file, then: sluice_prereqs; sluice_services_start; ...; sluice_services_stop
 
 SLUICE_CACHE="${SLUICE_CACHE:-$HOME/.cache/sluice}"
@@ -10,6 +11,8 @@ SLUICE_PORT_KAFKA="${SLUICE_PORT_KAFKA:-19092}"
 SLUICE_PORT_MEMCACHED="${SLUICE_PORT_MEMCACHED:-21211}"
 SLUICE_PORT_ETCD="${SLUICE_PORT_ETCD:-22379}"
 SLUICE_PORT_ETCD_PEER="${SLUICE_PORT_ETCD_PEER:-22380}"
+SLUICE_PORT_WEB="${SLUICE_PORT_WEB:-18080}"
+DOCSITE_PACKAGE=python3.11-doc
 
 _say() { echo "[services] $*" >&2; }
 
@@ -24,6 +27,7 @@ sluice_prereqs() {
   command -v etcd >/dev/null || missing+=(etcd-server)
   command -v etcdctl >/dev/null || missing+=(etcd-client)
   command -v curl >/dev/null || missing+=(curl)
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
   if [ ${#missing[@]} -gt 0 ]; then
     _say "installing ${missing[*]}"
     local sudo=""
@@ -31,11 +35,65 @@ sluice_prereqs() {
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
+  sluice_docsite
   if [ ! -x "$SLUICE_TOOLS/bin/tansu" ]; then
     _say "building tansu $TANSU_VERSION (once; ~20 min on 2 cores)"
     cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
       --root "$SLUICE_TOOLS" >&2
   fi
+}
+
+# The documentation site: the package is downloaded and unpacked, never installed.
+sluice_docsite() {
+  local dir="$SLUICE_CACHE/sites/$DOCSITE_PACKAGE"
+  SLUICE_DOCSITE_ROOT="$dir/usr/share/doc/python3.11/html"
+  if [ ! -f "$SLUICE_DOCSITE_ROOT/index.html" ]; then
+    _say "fetching $DOCSITE_PACKAGE (a real HTML site to crawl)"
+    mkdir -p "$SLUICE_CACHE/sites"
+    rm -f "$SLUICE_CACHE/sites/$DOCSITE_PACKAGE"_*.deb
+    ( cd "$SLUICE_CACHE/sites" && apt-get download "$DOCSITE_PACKAGE" 2>/dev/null ) || {
+      local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+      $sudo apt-get update -qq
+      ( cd "$SLUICE_CACHE/sites" && apt-get download "$DOCSITE_PACKAGE" 2>/dev/null )
+    }
+    dpkg -x "$SLUICE_CACHE/sites/$DOCSITE_PACKAGE"_*.deb "$dir"
+  fi
+  export SLUICE_DOCSITE_ROOT
+}
+
+# nginx with its own config, pid and logs under $SLUICE_DATA, serving $SLUICE_DOCSITE_ROOT.
+_start_nginx() {
+  local user=""
+  [ "$(id -u)" -eq 0 ] && user="user root;"
+  cat >"$SLUICE_DATA/nginx.conf" <<NGINX
+$user
+worker_processes 2;
+pid $SLUICE_DATA/nginx.pid;
+error_log $SLUICE_DATA/nginx-error.log warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+  include /etc/nginx/mime.types;
+  default_type application/octet-stream;
+  access_log off;
+  sendfile on;
+  keepalive_requests 100000;
+  client_body_temp_path $SLUICE_DATA/nginx-body;
+  proxy_temp_path $SLUICE_DATA/nginx-proxy;
+  fastcgi_temp_path $SLUICE_DATA/nginx-fastcgi;
+  uwsgi_temp_path $SLUICE_DATA/nginx-uwsgi;
+  scgi_temp_path $SLUICE_DATA/nginx-scgi;
+  server {
+    listen 127.0.0.1:$SLUICE_PORT_WEB;
+    root $SLUICE_DOCSITE_ROOT;
+    index index.html;
+  }
+}
+NGINX
+  local nginx=nginx
+  command -v nginx >/dev/null || nginx=/usr/sbin/nginx
+  "$nginx" -c "$SLUICE_DATA/nginx.conf" -e "$SLUICE_DATA/nginx-error.log" >"$SLUICE_DATA/nginx.log" 2>&1 &
+  echo $! >"$SLUICE_DATA/nginx-master.pid"
 }
 
 _wait_port() { # port, name, pid
@@ -53,7 +111,7 @@ _port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 sluice_services_start() {
   SLUICE_DATA="$(mktemp -d "${TMPDIR:-/tmp}/sluice-services.XXXXXX")"
   export SLUICE_DATA
-  for p in "$SLUICE_PORT_KAFKA" "$SLUICE_PORT_MEMCACHED" "$SLUICE_PORT_ETCD" "$SLUICE_PORT_ETCD_PEER"; do
+  for p in "$SLUICE_PORT_KAFKA" "$SLUICE_PORT_MEMCACHED" "$SLUICE_PORT_ETCD" "$SLUICE_PORT_ETCD_PEER" "$SLUICE_PORT_WEB"; do
     _port_free "$p" || { _say "port $p is taken; set SLUICE_PORT_* to free ports"; return 1; }
   done
   # tansu's sqlite path is relative to its working directory.
@@ -74,14 +132,19 @@ sluice_services_start() {
     --initial-advertise-peer-urls "http://127.0.0.1:$SLUICE_PORT_ETCD_PEER" \
     --initial-cluster "sluice=http://127.0.0.1:$SLUICE_PORT_ETCD_PEER" >"$SLUICE_DATA/etcd.log" 2>&1 &
   echo $! >"$SLUICE_DATA/etcd.pid"
+  sluice_docsite
+  _start_nginx
   _wait_port "$SLUICE_PORT_KAFKA" tansu "$(cat "$SLUICE_DATA/tansu.pid")"
   _wait_port "$SLUICE_PORT_MEMCACHED" memcached "$(cat "$SLUICE_DATA/memcached.pid")"
   _wait_port "$SLUICE_PORT_ETCD" etcd "$(cat "$SLUICE_DATA/etcd.pid")"
+  _wait_port "$SLUICE_PORT_WEB" nginx "$(cat "$SLUICE_DATA/nginx-master.pid")"
   export SLUICE_TEST_BROKER="127.0.0.1:$SLUICE_PORT_KAFKA"
   export SLUICE_TEST_MEMCACHED="127.0.0.1:$SLUICE_PORT_MEMCACHED"
   export SLUICE_TEST_ETCD="http://127.0.0.1:$SLUICE_PORT_ETCD"
   export SLUICE_TEST_TANSU_BIN="$SLUICE_TOOLS/bin/tansu"
-  _say "tansu $SLUICE_TEST_BROKER, memcached $SLUICE_TEST_MEMCACHED, etcd $SLUICE_TEST_ETCD (data: $SLUICE_DATA)"
+  export SLUICE_TEST_DOCSITE="http://127.0.0.1:$SLUICE_PORT_WEB/"
+  export SLUICE_TEST_DOCSITE_ROOT="$SLUICE_DOCSITE_ROOT"
+  _say "tansu $SLUICE_TEST_BROKER, memcached $SLUICE_TEST_MEMCACHED, etcd $SLUICE_TEST_ETCD, docs $SLUICE_TEST_DOCSITE (data: $SLUICE_DATA)"
 }
 
 sluice_services_stop() {

@@ -28,6 +28,8 @@ impl KafkaProducer {
             ("linger.ms", "5"),
             ("compression.type", "lz4"),
             ("queue.buffering.max.messages", "200000"),
+            // Page records carry bodies up to the crawl's max_body (2 MiB by default).
+            ("message.max.bytes", "16777216"),
         ];
         for (k, v) in defaults {
             if config.get(k).is_none() {
