@@ -40,7 +40,11 @@ async fn the_limit_holds_across_clients_under_contention() {
         tasks.push(tokio::spawn(async move {
             for _ in 0..3 {
                 let slot = loop {
-                    match s.try_acquire("example.org", 3, Duration::from_secs(5)).await.unwrap() {
+                    match s
+                        .try_acquire("example.org", 3, Duration::from_secs(5))
+                        .await
+                        .unwrap()
+                    {
                         Some(slot) => break slot,
                         None => tokio::time::sleep(Duration::from_millis(5)).await,
                     }
@@ -58,7 +62,11 @@ async fn the_limit_holds_across_clients_under_contention() {
         t.await.unwrap();
     }
     assert_eq!(done.load(Ordering::SeqCst), 72);
-    assert_eq!(peak.load(Ordering::SeqCst), 3, "never more than the limit, and the limit is used");
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        3,
+        "never more than the limit, and the limit is used"
+    );
 }
 
 #[test]
@@ -86,10 +94,16 @@ fn a_crashed_holders_slots_come_back_after_the_lease_ttl() {
             if let Some(slot) = s.try_acquire("d.test", 2, ttl).await.unwrap() {
                 break slot;
             }
-            assert!(started.elapsed() < Duration::from_secs(15), "slots never came back");
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "slots never came back"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        assert!(started.elapsed() >= Duration::from_secs(1), "came back too early");
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "came back too early"
+        );
         slot.release().await;
     });
 }
@@ -102,7 +116,10 @@ async fn a_live_holder_keeps_its_slot_beyond_the_ttl() {
     let other = slots(&prefix).await;
     let slot = holder.try_acquire("k.test", 1, ttl).await.unwrap().unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(other.try_acquire("k.test", 1, ttl).await.unwrap().is_none(), "keepalive lost the slot");
+    assert!(
+        other.try_acquire("k.test", 1, ttl).await.unwrap().is_none(),
+        "keepalive lost the slot"
+    );
     slot.release().await;
     assert!(other.try_acquire("k.test", 1, ttl).await.unwrap().is_some());
 }
@@ -110,7 +127,9 @@ async fn a_live_holder_keeps_its_slot_beyond_the_ttl() {
 #[tokio::test]
 async fn unreachable_etcd_is_an_error() {
     let s = Slots::new(Arc::new(
-        EtcdSlots::connect(&["http://127.0.0.1:9".to_string()], "/x").await.unwrap(),
+        EtcdSlots::connect(&["http://127.0.0.1:9".to_string()], "/x")
+            .await
+            .unwrap(),
     ));
     let started = Instant::now();
     assert!(s.try_acquire("d", 1, Duration::from_secs(5)).await.is_err());
