@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Runs the benchmarks against real servers: starts tansu and memcached (as tests/run.sh does),
-# then `cargo bench`. Extra arguments go to cargo bench (e.g. --bench normalize).
+# Runs the benchmarks against real servers: starts tansu, memcached, etcd and nginx with the
+# documentation site (as tests/run.sh does), then `cargo bench`. Extra arguments go to cargo
+# bench (e.g. --bench normalize, --bench crawl). The crawl benchmark's baseline is Scrapy,
+# installed from PyPI when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=tests/services.sh
 source tests/services.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"
 sluice_prereqs
+python3 -c 'import scrapy' 2>/dev/null || python3 -m pip install --quiet scrapy
 sluice_services_start
 trap sluice_services_stop EXIT
 cargo bench --locked "$@"

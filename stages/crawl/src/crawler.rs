@@ -6,6 +6,11 @@
 //! are retried here with backoff, the domain slot released while waiting. When the attempts
 //! run out the failure is recorded in the page record: every URL taken from the input ends
 //! as a page record, and only undecodable input goes to the dead-letter topic.
+//!
+//! The stage produces the page record itself, holding the request permit until the broker
+//! acknowledges it, and returns only the discovered links to the runtime. So at most
+//! `fetch_concurrency` bodies are in memory whatever the broker's pace; the input is still
+//! committed only after the page and the links are acknowledged.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -13,13 +18,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use rand::Rng;
-use sluice_bus::{OutRecord, Record};
+use sluice_bus::{OutRecord, Producer, Record};
 use sluice_runtime::metrics::StageMetrics;
 use sluice_runtime::services::SlotError;
 use sluice_runtime::stage::{Processor, StageError};
 use sluice_stage_normalize::Dedup;
 use sluice_topics::{Contract, CrawlUrl, FetchError, Page, Redirect, UrlIn};
 use sluice_web::domain::registrable_domain_of;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::charset;
@@ -42,6 +49,10 @@ pub struct Outputs {
     pub pages: String,
     /// Discovered links (`url-in`), if wired.
     pub discovered: Option<String>,
+    /// The process's producer (pages are produced by the stage itself, see `process`).
+    pub producer: Arc<dyn Producer>,
+    /// Cancelled on shutdown.
+    pub shutdown: CancellationToken,
 }
 
 /// The crawl stage's processor.
@@ -54,6 +65,8 @@ pub struct Crawler {
     recrawl: Dedup,
     outputs: Outputs,
     metrics: StageMetrics,
+    producer: Arc<dyn Producer>,
+    shutdown: CancellationToken,
 }
 
 /// How one attempt ended.
@@ -117,6 +130,8 @@ impl Crawler {
         outputs: Outputs,
         metrics: StageMetrics,
     ) -> Self {
+        let producer = outputs.producer.clone();
+        let shutdown = outputs.shutdown.clone();
         let robots = RobotsCache::new(
             &settings.robots_token(),
             settings.robots_cache_ttl.0,
@@ -131,6 +146,8 @@ impl Crawler {
             recrawl,
             outputs,
             metrics,
+            producer,
+            shutdown,
         }
     }
 
@@ -149,25 +166,29 @@ impl Crawler {
         }
     }
 
-    /// Fetches `item`, retrying transient failures.
-    async fn crawl(&self, item: &CrawlUrl) -> Result<Page, StageError> {
+    /// Fetches `item`, retrying transient failures; returns the page and the request permit
+    /// to hold until it is produced.
+    async fn crawl(
+        &self,
+        item: &CrawlUrl,
+    ) -> Result<(Page, Option<OwnedSemaphorePermit>), StageError> {
         let started = Instant::now();
         let url = match Url::parse(&item.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
             Ok(u) => {
                 let mut page = blank(item);
                 error(&mut page, "unsupported_url", format!("cannot fetch `{u}`"));
-                return Ok(page);
+                return Ok((page, None));
             }
             Err(e) => {
                 let mut page = blank(item);
                 error(&mut page, "unsupported_url", format!("`{}`: {e}", item.url));
-                return Ok(page);
+                return Ok((page, None));
             }
         };
         let mut attempt = 1;
         loop {
-            let outcome = self.attempt(item, &url).await?;
+            let (outcome, held) = self.attempt(item, &url).await?;
             let (mut page, wait) = match outcome {
                 Attempt::Done(page) => (page, None),
                 Attempt::Retry(page, after) if attempt < self.settings.fetch_attempts => {
@@ -183,6 +204,7 @@ impl Crawler {
             };
             match wait {
                 Some(wait) => {
+                    drop(held);
                     self.metrics.event("retry");
                     tracing::debug!(url = %url, attempt, ?wait, "transient failure, retrying");
                     tokio::time::sleep(wait).await;
@@ -190,7 +212,7 @@ impl Crawler {
                 }
                 None => {
                     page.fetch_ms = started.elapsed().as_millis() as u64;
-                    return Ok(page);
+                    return Ok((page, held));
                 }
             }
         }
@@ -201,9 +223,17 @@ impl Crawler {
         base.mul_f64(rand::rng().random_range(0.75..1.25))
     }
 
-    /// One attempt: the redirect chain up to a final response or failure.
-    async fn attempt(&self, item: &CrawlUrl, url: &Url) -> Result<Attempt, StageError> {
+    /// One attempt: the redirect chain up to a final response or failure. Also returns the
+    /// request permit of the last response, so the caller can hold it until the page is
+    /// produced: that bounds the bodies in memory by `fetch_concurrency` even when the broker
+    /// acknowledges slowly.
+    async fn attempt(
+        &self,
+        item: &CrawlUrl,
+        url: &Url,
+    ) -> Result<(Attempt, Option<OwnedSemaphorePermit>), StageError> {
         let mut page = blank(item);
+        let mut held: Option<OwnedSemaphorePermit> = None;
         let mut current = url.clone();
         let mut visited: HashSet<String> = HashSet::from([current.to_string()]);
         let mut permit: Option<DomainPermit> = None;
@@ -248,6 +278,7 @@ impl Crawler {
                 None
             };
             let delay = self.politeness.delay_for(crawl_delay);
+            drop(held.take()); // one request permit at a time, also across redirect hops
             let request = permit_ref.request(&host, delay).await;
             page.fetched_at_ms = now_ms();
             let types = &self.settings.content_types;
@@ -258,7 +289,7 @@ impl Crawler {
                 BodyPolicy::Types(types),
             )
             .await;
-            drop(request);
+            held = Some(request);
             let response = match fetched {
                 Ok(r) => r,
                 Err(failure) => {
@@ -331,7 +362,7 @@ impl Crawler {
         if let Some(p) = permit {
             p.release().await;
         }
-        Ok(result)
+        Ok((result, held))
     }
 
     /// The robots.txt verdict for `url`, fetching the file under the current permit.
@@ -439,6 +470,33 @@ impl Crawler {
     }
 }
 
+impl Crawler {
+    /// Produces a page record and waits for the broker's acknowledgement, retrying broker
+    /// failures until shutdown (then the runtime's retry replays the URL).
+    async fn produce_page(&self, record: OutRecord) -> Result<(), StageError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.producer.send(record.clone()).await {
+                Ok(_) => {
+                    self.metrics.sent(&record.topic);
+                    return Ok(());
+                }
+                Err(e) if self.shutdown.is_cancelled() => {
+                    return Err(StageError::Transient(anyhow::anyhow!(
+                        "producing the page: {e}"
+                    )))
+                }
+                Err(e) => {
+                    self.metrics.failed("produce");
+                    tracing::warn!(topic = %record.topic, error = %e, "producing a page failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
 fn record_failure(page: &mut Page, failure: Failure) {
     error(page, failure.code, failure.message);
 }
@@ -449,7 +507,7 @@ impl Processor for Crawler {
         let item = CrawlUrl::decode(&record.value).map_err(|e| {
             StageError::invalid(e.code(), format!("undecodable crawl-url message: {e}"))
         })?;
-        let mut page = self.crawl(&item).await?;
+        let (mut page, held) = self.crawl(&item).await?;
         if page.status.is_some() {
             // Best effort: normalize-dedup's claim already carries a time, so a lost mark only
             // moves this URL's recrawl earlier by the time it waited in the queue.
@@ -458,7 +516,7 @@ impl Processor for Crawler {
                 tracing::warn!(url = %item.url, error = %e, "could not record the fetch time");
             }
         }
-        let mut out = self.discover(&item, &mut page);
+        let out = self.discover(&item, &mut page);
         self.metrics.event(match &page.error {
             None => "fetched",
             Some(e) => match e.code.as_str() {
@@ -468,10 +526,12 @@ impl Processor for Crawler {
             },
         });
         tracing::debug!(url = %item.url, status = ?page.status, error = ?page.error.as_ref().map(|e| &e.code), links = page.links_out, "crawled");
-        out.push(
-            OutRecord::new(self.outputs.pages.clone(), page.encode())
-                .with_key(item.domain.as_bytes()),
-        );
+        let record = OutRecord::new(self.outputs.pages.clone(), page.encode())
+            .with_key(item.domain.as_bytes());
+        drop(page);
+        self.produce_page(record).await?;
+        drop(held);
+        // The links go out through the runtime; the input is committed after them.
         Ok(out)
     }
 }

@@ -86,6 +86,8 @@ impl StageKind for Kind {
             let outputs = Outputs {
                 pages: ctx.output_topic("output")?,
                 discovered: ctx.output_topic("discovered").ok(),
+                producer: ctx.producer.clone(),
+                shutdown: ctx.shutdown.clone(),
             };
             let guard = AddressGuard::new(&settings);
             let client = client::http_client(&settings, guard.clone())?;

@@ -1,0 +1,289 @@
+//! Benchmark: the crawl stage (one replica, its own process, politeness limits lifted for the
+//! local host) against Scrapy (a CrawlSpider following the same links with the same
+//! concurrency), on the same real documentation site served by nginx, in one run.
+//!
+//! Run with `benches/run.sh --bench crawl` (starts tansu, memcached, etcd and nginx with
+//! Debian's python3.11-doc, as the tests do). Scrapy must be importable (`pip install scrapy`;
+//! benches/run.sh installs it). Settings: SLUICE_BENCH_CONCURRENCY (default 32),
+//! SLUICE_BENCH_REPEAT (the site's pages are fed this many times, default 4).
+//!
+//! The stage is fed every HTML file of the site (×REPEAT) on its input topic and extracts and
+//! emits links like in production; its rate is pages recorded per second from its first page
+//! record to its last. Scrapy discovers the same pages by following links from the index; its
+//! rate is responses per second from its first response to its last.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use sluice_bus::{Bus, OutRecord, TopicPartition, TopicSpec};
+use sluice_runtime::kafka::KafkaBus;
+use sluice_topics::{Contract, CrawlUrl};
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run benches/run.sh --bench crawl"))
+}
+
+fn html_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                dirs.push(p);
+            } else if ft.is_file() && p.extension().is_some_and(|x| x == "html") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+async fn pages_written(bus: &Arc<dyn Bus>, topic: &str, partitions: i32) -> i64 {
+    let mut sum = 0;
+    for p in 0..partitions {
+        if let Ok((_, high)) = bus.watermarks(&TopicPartition::new(topic, p)).await {
+            sum += high;
+        }
+    }
+    sum
+}
+
+struct StageResult {
+    rate: f64,
+    pages: usize,
+    peak_rss_mib: f64,
+}
+
+/// Runs the crawl stage as its own process over `feed`; `etcd` is the slot store.
+async fn crawl_stage(feed: &[String], concurrency: usize, etcd: &str) -> StageResult {
+    let broker = env("SLUICE_TEST_BROKER");
+    let memcached = env("SLUICE_TEST_MEMCACHED");
+    let id = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 1_000_000
+    );
+    const PARTITIONS: i32 = 4;
+    let (input, pages, links, stage) = (
+        format!("bench-urls-{id}"),
+        format!("bench-pages-{id}"),
+        format!("bench-links-{id}"),
+        format!("crawl-{id}"),
+    );
+    let yaml = format!(
+        r#"name: bench-{id}
+broker: {broker}
+services:
+  memcached: {memcached}
+  etcd: {etcd}
+dead_letter: dlq-{id}
+topics:
+  {input}: {{ partitions: {PARTITIONS}, type: crawl-url }}
+  {pages}: {{ partitions: {PARTITIONS} }}
+  {links}: {{ partitions: {PARTITIONS} }}
+  dlq-{id}: {{ partitions: 1 }}
+stages:
+  {stage}:
+    kind: crawl
+    input: {input}
+    output: {pages}
+    discovered: {links}
+    key_prefix: "{id}:"
+    allow_private_addresses: true
+    fetch_concurrency: {concurrency}
+    per_domain_concurrency: {concurrency}
+    min_delay: 0s
+    max_depth: 100
+    max_body: 4MiB
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bench.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let bus: Arc<dyn Bus> = Arc::new(KafkaBus::new(&broker, Default::default()));
+    let specs: Vec<TopicSpec> = [&input, &pages, &links, &format!("dlq-{id}")]
+        .iter()
+        .map(|t| TopicSpec {
+            name: t.to_string(),
+            partitions: PARTITIONS,
+            replication: -1,
+        })
+        .collect();
+    bus.create_topics(&specs).await.unwrap();
+    // The whole feed is on the topic before the stage starts, so the stage is never starved.
+    let p = bus.producer().unwrap();
+    let mut sends = FuturesUnordered::new();
+    for (i, url) in feed.iter().enumerate() {
+        let c = CrawlUrl {
+            url: url.clone(),
+            domain: "127.0.0.1".into(),
+            depth: 0,
+            source: None,
+            queued_at_ms: 0,
+        };
+        let mut r = OutRecord::new(input.clone(), c.encode());
+        // Spread over the partitions (production keys by domain; one domain would sit on one).
+        r.partition = Some(i as i32 % PARTITIONS);
+        sends.push(p.send(r));
+    }
+    while let Some(r) = sends.next().await {
+        r.unwrap();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "-f"])
+        .arg(&file)
+        .args(["--stage", &stage, "--metrics-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let total = feed.len() as i64;
+    let mut first: Option<(Instant, i64)> = None;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let end = loop {
+        let n = pages_written(&bus, &pages, PARTITIONS).await;
+        let now = Instant::now();
+        if n > 0 && first.is_none() {
+            first = Some((now, n));
+        }
+        if n >= total {
+            break now;
+        }
+        assert!(now < deadline, "crawl stage wrote {n} of {total} pages");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let rss = peak_rss_kib(child.id()).unwrap_or(0);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let (start, already) = first.unwrap();
+    StageResult {
+        rate: (total - already) as f64 / (end - start).as_secs_f64(),
+        pages: feed.len(),
+        peak_rss_mib: rss as f64 / 1024.0,
+    }
+}
+
+struct ScrapyResult {
+    rate: f64,
+    pages: u64,
+}
+
+fn scrapy(start: &str, concurrency: usize) -> ScrapyResult {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let spider = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/scrapy_baseline.py");
+    let status = Command::new("python3")
+        .args(["-m", "scrapy", "runspider"])
+        .arg(&spider)
+        .args(["-a", &format!("start={start}"), "-a"])
+        .arg(format!("out={}", out.path().display()))
+        .args(["-s", &format!("CONCURRENT_REQUESTS={concurrency}")])
+        .args([
+            "-s",
+            &format!("CONCURRENT_REQUESTS_PER_DOMAIN={concurrency}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("python3 with scrapy (pip install scrapy)");
+    assert!(status.success(), "scrapy failed");
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path()).unwrap()).unwrap();
+    let pages = result["pages"].as_u64().unwrap();
+    let secs = result["seconds"].as_f64().unwrap();
+    ScrapyResult {
+        rate: (pages - 1) as f64 / secs,
+        pages,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("crawl: bench");
+        return;
+    }
+    let site = env("SLUICE_TEST_DOCSITE");
+    let root = PathBuf::from(env("SLUICE_TEST_DOCSITE_ROOT"));
+    let etcd = env("SLUICE_TEST_ETCD");
+    let concurrency: usize = std::env::var("SLUICE_BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let repeat: usize = std::env::var("SLUICE_BENCH_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let base: url::Url = site.parse().unwrap();
+    let pages: Vec<String> = html_files(&root)
+        .iter()
+        .map(|p| {
+            let rel = p
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            base.join(&rel).unwrap().to_string()
+        })
+        .collect();
+    let bytes: u64 = html_files(&root)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let feed: Vec<String> = (0..repeat).flat_map(|_| pages.iter().cloned()).collect();
+    println!(
+        "site: {site} ({} HTML pages, {:.1} MB); concurrency {concurrency}; stage fed {repeat}× the pages",
+        pages.len(),
+        bytes as f64 / 1e6
+    );
+
+    let sc = scrapy(base.join("index.html").unwrap().as_str(), concurrency);
+    println!(
+        "scrapy CrawlSpider:          {:8.1} pages/s ({} pages)",
+        sc.rate, sc.pages
+    );
+    let with_etcd = crawl_stage(&feed, concurrency, &etcd).await;
+    println!(
+        "crawl stage, etcd slots:     {:8.1} pages/s ({} pages), peak RSS {:.0} MiB, {:.1}× scrapy",
+        with_etcd.rate,
+        with_etcd.pages,
+        with_etcd.peak_rss_mib,
+        with_etcd.rate / sc.rate
+    );
+    let local = crawl_stage(&feed, concurrency, "memory").await;
+    println!(
+        "crawl stage, in-process slots: {:6.1} pages/s ({} pages), peak RSS {:.0} MiB, {:.1}× scrapy",
+        local.rate,
+        local.pages,
+        local.peak_rss_mib,
+        local.rate / sc.rate
+    );
+    println!(
+        "ratio (crawl stage with etcd / scrapy): {:.1}× (goal ≥ 10×)",
+        with_etcd.rate / sc.rate
+    );
+}
