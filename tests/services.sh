@@ -150,14 +150,15 @@ sluice_services_start() {
 sluice_services_stop() {
   [ -n "${SLUICE_DATA:-}" ] || return 0
   local f pid
+  # Read every pid first: a server may delete its own pid file as it exits (nginx does).
+  local pids=()
   for f in "$SLUICE_DATA"/*.pid; do
-    [ -f "$f" ] || continue
-    pid="$(cat "$f")"
+    pid="$(cat "$f" 2>/dev/null)" && pids+=("$pid")
+  done
+  for pid in "${pids[@]}"; do
     kill -TERM "$pid" 2>/dev/null || true
   done
-  for f in "$SLUICE_DATA"/*.pid; do
-    [ -f "$f" ] || continue
-    pid="$(cat "$f")"
+  for pid in "${pids[@]}"; do
     # A busy sqlite broker can ignore SIGTERM.
     for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true

@@ -7,10 +7,12 @@
 //! run out the failure is recorded in the page record: every URL taken from the input ends
 //! as a page record, and only undecodable input goes to the dead-letter topic.
 //!
-//! The stage produces the page record itself, holding the request permit until the broker
-//! acknowledges it, and returns only the discovered links to the runtime. So at most
-//! `fetch_concurrency` bodies are in memory whatever the broker's pace; the input is still
-//! committed only after the page and the links are acknowledged.
+//! The stage produces the page record itself and returns only the discovered links to the
+//! runtime, so it can bound the memory held by pages the broker has not acknowledged yet: a
+//! page takes its size from the `max_pending` budget before it lets go of its request permit,
+//! and gives it back on the acknowledgement. Bodies in memory are thus at most
+//! `fetch_concurrency` × `max_body` plus `max_pending`, whatever the broker's pace. The input
+//! is still committed only after the page and the links are acknowledged.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use sluice_runtime::stage::{Processor, StageError};
 use sluice_stage_normalize::Dedup;
 use sluice_topics::{Contract, CrawlUrl, FetchError, Page, Redirect, UrlIn};
 use sluice_web::domain::registrable_domain_of;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
@@ -67,6 +69,9 @@ pub struct Crawler {
     metrics: StageMetrics,
     producer: Arc<dyn Producer>,
     shutdown: CancellationToken,
+    /// KiB of page records waiting for the broker's acknowledgement.
+    pending: Arc<Semaphore>,
+    pending_capacity: usize,
 }
 
 /// How one attempt ended.
@@ -131,6 +136,7 @@ impl Crawler {
         metrics: StageMetrics,
     ) -> Self {
         let producer = outputs.producer.clone();
+        let pending_capacity = (settings.max_pending.0 / 1024).clamp(1, u32::MAX as u64) as usize;
         let shutdown = outputs.shutdown.clone();
         let robots = RobotsCache::new(
             &settings.robots_token(),
@@ -148,6 +154,8 @@ impl Crawler {
             metrics,
             producer,
             shutdown,
+            pending: Arc::new(Semaphore::new(pending_capacity)),
+            pending_capacity,
         }
     }
 
@@ -529,8 +537,16 @@ impl Processor for Crawler {
         let record = OutRecord::new(self.outputs.pages.clone(), page.encode())
             .with_key(item.domain.as_bytes());
         drop(page);
-        self.produce_page(record).await?;
+        let kib = (record.value.len() / 1024).clamp(1, self.pending_capacity) as u32;
+        let budget = self
+            .pending
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .expect("the pending budget is never closed");
         drop(held);
+        self.produce_page(record).await?;
+        drop(budget);
         // The links go out through the runtime; the input is committed after them.
         Ok(out)
     }

@@ -30,6 +30,9 @@ pub struct Settings {
     pub max_retry_after: HumanDuration,
     /// Requests in flight per process, across all domains.
     pub fetch_concurrency: usize,
+    /// Page records produced but not yet acknowledged by the broker, in bytes; fetching
+    /// waits when they reach this.
+    pub max_pending: ByteSize,
     /// Requests in flight per registrable domain across all crawl replicas (etcd slots).
     pub per_domain_concurrency: u32,
     /// Minimum time between two requests to the same host.
@@ -98,6 +101,7 @@ impl Default for Settings {
             fetch_backoff: secs(1),
             max_retry_after: secs(120),
             fetch_concurrency: 128,
+            max_pending: ByteSize(32 << 20),
             per_domain_concurrency: 2,
             min_delay: secs(1),
             max_crawl_delay: secs(30),

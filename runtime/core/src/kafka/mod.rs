@@ -36,6 +36,49 @@ pub(crate) fn broker_err(e: impl std::fmt::Display) -> BusError {
     BusError::Broker(e.to_string())
 }
 
+/// librdkafka properties that only producers read.
+const PRODUCER_ONLY: &[&str] = &[
+    "acks",
+    "request.required.acks",
+    "enable.idempotence",
+    "linger.ms",
+    "queue.buffering.max.ms",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
+    "compression.type",
+    "compression.codec",
+    "compression.level",
+    "batch.num.messages",
+    "batch.size",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "partitioner",
+    "retries",
+    "message.send.max.retries",
+    "sticky.partitioning.linger.ms",
+];
+
+/// librdkafka properties that only consumers read.
+const CONSUMER_ONLY: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "auto.offset.reset",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "partition.assignment.strategy",
+    "isolation.level",
+    "fetch.min.bytes",
+    "fetch.max.bytes",
+    "fetch.wait.max.ms",
+    "max.partition.fetch.bytes",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+];
+
 impl KafkaBus {
     /// A bus for `bootstrap` servers (`host:port,...`) with extra librdkafka properties.
     pub fn new(bootstrap: &str, options: IndexMap<String, String>) -> Self {
@@ -49,12 +92,25 @@ impl KafkaBus {
     }
 
     /// Base client configuration: bootstrap servers plus the user's options.
+    /// Config for consumers and admin clients: `broker_options` minus producer-only
+    /// properties (librdkafka warns about each one it ignores).
     pub(crate) fn client_config(&self) -> ClientConfig {
+        self.config_without(PRODUCER_ONLY)
+    }
+
+    /// Config for the producer: `broker_options` minus consumer-only properties.
+    fn producer_config(&self) -> ClientConfig {
+        self.config_without(CONSUMER_ONLY)
+    }
+
+    fn config_without(&self, skip: &[&str]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap);
         c.set("client.id", "sluice");
         for (k, v) in &self.options {
-            c.set(k, v);
+            if !skip.contains(&k.as_str()) {
+                c.set(k, v);
+            }
         }
         c
     }
@@ -160,7 +216,7 @@ impl Bus for KafkaBus {
         if let Some(p) = self.producer.get() {
             return Ok(p.clone());
         }
-        let p = Arc::new(KafkaProducer::new(self.client_config())?);
+        let p = Arc::new(KafkaProducer::new(self.producer_config())?);
         Ok(self.producer.get_or_init(|| p).clone())
     }
 
