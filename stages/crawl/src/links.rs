@@ -52,7 +52,11 @@ pub fn extract(html: &str, page_url: &Url, limit: usize) -> PageLinks {
             let mut s = state.borrow_mut();
             if s.base.is_none() {
                 if let Some(href) = el.get_attribute("href") {
-                    s.base = page_url.join(decode(&href).trim()).ok();
+                    // A `javascript:` or `data:` base cannot resolve anything: ignore it.
+                    s.base = page_url
+                        .join(decode(&href).trim())
+                        .ok()
+                        .filter(|b| matches!(b.scheme(), "http" | "https"));
                 }
             }
             Ok(())
@@ -176,6 +180,12 @@ mod tests {
             urls(html, "http://s.test/a/b"),
             vec!["http://s.test/root/x", "http://s.test/root/y"]
         );
+    }
+
+    #[test]
+    fn a_non_http_base_is_ignored() {
+        let html = r#"<base href="javascript:alert(1)"><a href="y">y</a>"#;
+        assert_eq!(urls(html, "http://s.test/a/b"), vec!["http://s.test/a/y"]);
     }
 
     #[test]
