@@ -5,7 +5,15 @@
 //! Run with `benches/run.sh --bench crawl` (starts tansu, memcached, etcd and nginx with
 //! Debian's python3.11-doc, as the tests do). Scrapy must be importable (`pip install scrapy`;
 //! benches/run.sh installs it). Settings: SLUICE_BENCH_CONCURRENCY (default 32),
-//! SLUICE_BENCH_REPEAT (the site's pages are fed this many times, default 4).
+//! SLUICE_BENCH_REPEAT (the site's pages are fed this many times, default 4),
+//! SLUICE_BENCH_IDEMPOTENCE (the stage's producer, default true as in production),
+//! SLUICE_BENCH_MAX_PENDING (the stage's `max_pending`, default 2MiB).
+//!
+//! Three runs of the stage: as its own process on tansu with etcd slots (production shape),
+//! the same with in-process slots (what etcd costs), and in this process on the embedded bus
+//! (the stage alone, no broker in the way). On a 2-core machine the process runs share the
+//! CPU with tansu, whose single sqlite writer bounds the rate at a few tens of MB/s of page
+//! records.
 //!
 //! The stage is fed every HTML file of the site (×REPEAT) on its input topic and extracts and
 //! emits links like in production; its rate is pages recorded per second from its first page
@@ -96,7 +104,7 @@ async fn crawl_stage(feed: &[String], concurrency: usize, etcd: &str) -> StageRe
         r#"name: bench-{id}
 broker: {broker}
 broker_options:
-  compression.type: "${{SLUICE_BENCH_COMPRESSION:-lz4}}"
+  enable.idempotence: "${{SLUICE_BENCH_IDEMPOTENCE:-true}}"
 services:
   memcached: {memcached}
   etcd: {etcd}
@@ -116,6 +124,7 @@ stages:
     allow_private_addresses: true
     fetch_concurrency: {concurrency}
     per_domain_concurrency: {concurrency}
+    max_pending: ${{SLUICE_BENCH_MAX_PENDING:-2MiB}}
     min_delay: 0s
     max_depth: 100
     max_body: 4MiB

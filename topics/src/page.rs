@@ -50,7 +50,8 @@ pub struct Page {
     /// The page this URL was discovered on, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    /// Number of links found on the page that were passed on for crawling.
+    /// Number of links on the page that may be followed (in scope, not nofollow, within
+    /// `max_depth`); links the crawler emitted recently are not sent to url-in again.
     #[serde(default)]
     pub links_out: u32,
 }

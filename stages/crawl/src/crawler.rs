@@ -7,12 +7,13 @@
 //! run out the failure is recorded in the page record: every URL taken from the input ends
 //! as a page record, and only undecodable input goes to the dead-letter topic.
 //!
-//! The stage produces the page record itself and returns only the discovered links to the
-//! runtime, so it can bound the memory held by pages the broker has not acknowledged yet: a
+//! The stage produces the page record and the links itself (returning nothing to the runtime),
+//! so it can bound the memory held by pages the broker has not acknowledged yet — a
 //! page takes its size from the `max_pending` budget before it lets go of its request permit,
-//! and gives it back on the acknowledgement. Bodies in memory are thus at most
-//! `fetch_concurrency` × `max_body` plus `max_pending`, whatever the broker's pace. The input
-//! is still committed only after the page and the links are acknowledged.
+//! and gives it back on the acknowledgement; bodies in memory are thus at most
+//! `fetch_concurrency` × `max_body` plus `max_pending`, whatever the broker's pace — and so
+//! it can remember delivered links (`seen.rs`). The input is still committed only after the
+//! page and the links are acknowledged.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use crate::fetch::{self, BodyPolicy, Failure, Response};
 use crate::links;
 use crate::politeness::{DomainPermit, Politeness};
 use crate::robots::{RobotsCache, RobotsFile, Verdict};
+use crate::seen::SeenLinks;
 use crate::settings::{Scope, Settings};
 
 /// Largest robots.txt read (RFC 9309 asks for at least 500 KiB).
@@ -69,6 +71,8 @@ pub struct Crawler {
     metrics: StageMetrics,
     producer: Arc<dyn Producer>,
     shutdown: CancellationToken,
+    /// Links emitted recently, not sent again.
+    seen: SeenLinks,
     /// KiB of page records waiting for the broker's acknowledgement.
     pending: Arc<Semaphore>,
     pending_capacity: usize,
@@ -135,6 +139,7 @@ impl Crawler {
         outputs: Outputs,
         metrics: StageMetrics,
     ) -> Self {
+        let seen = SeenLinks::new(settings.link_cache, settings.recrawl_after.0);
         let producer = outputs.producer.clone();
         let pending_capacity = (settings.max_pending.0 / 1024).clamp(1, u32::MAX as u64) as usize;
         let shutdown = outputs.shutdown.clone();
@@ -154,6 +159,7 @@ impl Crawler {
             metrics,
             producer,
             shutdown,
+            seen,
             pending: Arc::new(Semaphore::new(pending_capacity)),
             pending_capacity,
         }
@@ -440,8 +446,9 @@ impl Crawler {
         }
     }
 
-    /// Discovered links of a fetched page, as url-in records.
-    fn discover(&self, item: &CrawlUrl, page: &mut Page) -> Vec<OutRecord> {
+    /// Discovered links of a fetched page, as url-in records (URL, record), leaving out
+    /// those this process emitted recently. Sets `links_out` to all followable links.
+    fn discover(&self, item: &CrawlUrl, page: &mut Page) -> Vec<(String, OutRecord)> {
         let Some(topic) = &self.outputs.discovered else {
             return Vec::new();
         };
@@ -459,48 +466,59 @@ impl Crawler {
             self.metrics.event("meta_nofollow");
             return Vec::new();
         }
-        let out: Vec<OutRecord> = found
+        let followable: Vec<String> = found
             .links
             .into_iter()
             .filter(|l| !(l.nofollow && self.settings.respect_nofollow))
             .filter(|l| self.in_scope(&l.url, &item.domain))
-            .map(|l| {
+            .map(|l| l.url.into())
+            .collect();
+        page.links_out = followable.len() as u32;
+        followable
+            .into_iter()
+            .filter(|u| !self.seen.contains(u))
+            .map(|url| {
                 let next = UrlIn {
-                    url: l.url.into(),
+                    url: url.clone(),
                     depth: item.depth + 1,
                     source: Some(page.final_url.clone()),
                 };
-                OutRecord::new(topic.clone(), next.encode())
+                (url, OutRecord::new(topic.clone(), next.encode()))
             })
-            .collect();
-        page.links_out = out.len() as u32;
-        out
+            .collect()
     }
-}
 
-impl Crawler {
-    /// Produces a page record and waits for the broker's acknowledgement, retrying broker
-    /// failures until shutdown (then the runtime's retry replays the URL).
-    async fn produce_page(&self, record: OutRecord) -> Result<(), StageError> {
+    /// Produces `records` and waits for every acknowledgement, retrying what the broker
+    /// refused until it takes it or shutdown begins (then the runtime's retry replays the URL).
+    async fn produce(&self, records: Vec<OutRecord>) -> Result<(), StageError> {
+        let mut pending = records;
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.producer.send(record.clone()).await {
-                Ok(_) => {
-                    self.metrics.sent(&record.topic);
-                    return Ok(());
-                }
-                Err(e) if self.shutdown.is_cancelled() => {
-                    return Err(StageError::Transient(anyhow::anyhow!(
-                        "producing the page: {e}"
-                    )))
-                }
-                Err(e) => {
-                    self.metrics.failed("produce");
-                    tracing::warn!(topic = %record.topic, error = %e, "producing a page failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+            let results =
+                futures::future::join_all(pending.iter().map(|r| self.producer.send(r.clone())))
+                    .await;
+            let mut failed = Vec::new();
+            let mut last_error = None;
+            for (r, result) in pending.into_iter().zip(results) {
+                match result {
+                    Ok(_) => self.metrics.sent(&r.topic),
+                    Err(e) => {
+                        self.metrics.failed("produce");
+                        last_error = Some(e);
+                        failed.push(r);
+                    }
                 }
             }
+            let Some(e) = last_error else {
+                return Ok(());
+            };
+            if self.shutdown.is_cancelled() {
+                return Err(StageError::Transient(anyhow::anyhow!("producing: {e}")));
+            }
+            tracing::warn!(records = failed.len(), error = %e, "produce failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            pending = failed;
         }
     }
 }
@@ -524,7 +542,7 @@ impl Processor for Crawler {
                 tracing::warn!(url = %item.url, error = %e, "could not record the fetch time");
             }
         }
-        let out = self.discover(&item, &mut page);
+        let links = self.discover(&item, &mut page);
         self.metrics.event(match &page.error {
             None => "fetched",
             Some(e) => match e.code.as_str() {
@@ -545,9 +563,13 @@ impl Processor for Crawler {
             .await
             .expect("the pending budget is never closed");
         drop(held);
-        self.produce_page(record).await?;
+        let (urls, mut records): (Vec<String>, Vec<OutRecord>) = links.into_iter().unzip();
+        records.push(record);
+        self.produce(records).await?;
         drop(budget);
-        // The links go out through the runtime; the input is committed after them.
-        Ok(out)
+        // Remembered only now that they are delivered: a retry must not skip any.
+        self.seen.insert(urls.iter().map(String::as_str));
+        // Everything is delivered; the runtime commits the input.
+        Ok(Vec::new())
     }
 }

@@ -14,7 +14,8 @@
 //! - `client.rs` — the HTTP client and the SSRF guard in its resolver;
 //! - `fetch.rs` — one GET with a body cap;
 //! - `charset.rs` — body to UTF-8;
-//! - `links.rs` — link extraction.
+//! - `links.rs` — link extraction;
+//! - `seen.rs` — links emitted recently, not sent again.
 //!
 //! [`CrawlUrl`]: sluice_topics::CrawlUrl
 //! [`Page`]: sluice_topics::Page
@@ -26,6 +27,7 @@ mod fetch;
 mod links;
 mod politeness;
 mod robots;
+mod seen;
 mod settings;
 
 use std::sync::Arc;

@@ -60,6 +60,9 @@ pub struct Settings {
     pub respect_nofollow: bool,
     /// Links taken from one page at most (a hostile page may hold millions).
     pub max_links_per_page: usize,
+    /// Links remembered per process so a link emitted within `recrawl_after` is not sent to
+    /// url-in again (about 20 bytes each; 0 sends every link of every page).
+    pub link_cache: usize,
     /// Prefix of the recrawl-clock keys in memcached (normalize-dedup's `key_prefix`).
     pub key_prefix: String,
     /// How long the recrawl clock is kept (normalize-dedup's `recrawl_after`).
@@ -101,7 +104,7 @@ impl Default for Settings {
             fetch_backoff: secs(1),
             max_retry_after: secs(120),
             fetch_concurrency: 128,
-            max_pending: ByteSize(32 << 20),
+            max_pending: ByteSize(2 << 20),
             per_domain_concurrency: 2,
             min_delay: secs(1),
             max_crawl_delay: secs(30),
@@ -115,6 +118,7 @@ impl Default for Settings {
             hosts: Vec::new(),
             respect_nofollow: true,
             max_links_per_page: 5000,
+            link_cache: 200_000,
             key_prefix: "sluice:url:".into(),
             recrawl_after: secs(24 * 3600),
         }
