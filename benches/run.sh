@@ -10,6 +10,7 @@ source tests/services.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"
 sluice_prereqs
 python3 -c 'import scrapy' 2>/dev/null || python3 -m pip install --quiet scrapy
+python3 -c 'import bs4' 2>/dev/null || python3 -m pip install --quiet beautifulsoup4
 sluice_services_start
 trap sluice_services_stop EXIT
 cargo bench --locked "$@"

@@ -46,6 +46,8 @@ enum Command {
     Produce(cli::produce::ProduceArgs),
     /// Print a topic's messages as JSON lines.
     Consume(cli::consume::ConsumeArgs),
+    /// Run SQL over the crawl dataset (tables pages, anchors) with DataFusion.
+    Query(cli::query::QueryArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
             Command::Run(a) => cli::run::run(a).await,
             Command::Produce(a) => cli::produce::run(a).await,
             Command::Consume(a) => cli::consume::run(a).await,
+            Command::Query(a) => cli::query::run(a).await,
         }
     });
     match result {

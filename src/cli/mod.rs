@@ -4,6 +4,7 @@ pub mod consume;
 pub mod graph;
 pub mod load;
 pub mod produce;
+pub mod query;
 pub mod run;
 pub mod topics;
 pub mod validate;

@@ -81,11 +81,16 @@ impl StageProcess {
     /// pipelines that take a consumer `group.instance.id` from it).
     pub fn spawn_as(file: &Path, stage: &str, log: &Path, instance: &str) -> Self {
         let out = std::fs::File::create(log).unwrap();
-        let child = sluice()
-            .env("SLUICE_TEST_INSTANCE", instance)
+        let mut cmd = sluice();
+        cmd.env("SLUICE_TEST_INSTANCE", instance)
             .args(["run", "-f"])
             .arg(file)
-            .args(["--stage", stage, "--metrics-addr", "127.0.0.1:0"])
+            .args(["--metrics-addr", "127.0.0.1:0"]);
+        // An empty stage name runs every stage of the file in one process.
+        if !stage.is_empty() {
+            cmd.args(["--stage", stage]);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()

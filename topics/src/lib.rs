@@ -9,13 +9,16 @@
 //! | `url-in`    | [`UrlIn`]     | `url-in`      | none                |
 //! | `crawl-url` | [`CrawlUrl`]  | `urls`        | registrable domain  |
 //! | `page`      | [`Page`]      | `pages`       | registrable domain  |
+//! | `table-batch` | [`TableBatch`] | `page-batches`, `anchor-batches` | none |
 
 mod crawl_url;
 mod page;
+mod table_batch;
 mod url_in;
 
 pub use crawl_url::CrawlUrl;
 pub use page::{FetchError, Page, Redirect};
+pub use table_batch::TableBatch;
 pub use url_in::UrlIn;
 
 /// A message type that travels on a topic.

@@ -4,12 +4,14 @@
 //! - [`registry`]: the kinds a binary knows.
 //! - [`runner`]: starts stages, the metrics server and readiness checks.
 //! - [`driver`]: consume → process → produce → commit, retries and dead letters.
+//! - [`batch`]: consume → batch → write a file → publish → commit, for sinks.
 //! - [`kafka`]: the Kafka bus (rdkafka); the embedded bus is `sluice_bus::memory`.
 //! - [`services`]: shared-state services (memcached cache).
 //! - [`metrics`], [`health`], [`logging`]: telemetry.
 //!
 //! The runtime knows nothing of URLs or crawling.
 
+pub mod batch;
 pub mod connect;
 pub mod dead_letter;
 pub mod driver;

@@ -10,6 +10,7 @@ use sluice_config::Pipeline;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::BatchDriver;
 use crate::connect;
 use crate::driver::Driver;
 use crate::health::{self, Health};
@@ -191,6 +192,45 @@ pub async fn start_on(
             StageImpl::Source(source) => {
                 tracing::info!(stage = %name, kind = %spec.kind.value, "source started");
                 tasks.spawn(async move { (name, source.run(ctx).await) });
+            }
+            StageImpl::Batch(sink) => {
+                let input = spec
+                    .input
+                    .as_ref()
+                    .with_context(|| format!("stage `{name}` has no input topic"))?
+                    .value
+                    .clone();
+                let dead_letter = pipeline
+                    .dead_letter
+                    .as_ref()
+                    .map(|d| d.value.clone())
+                    .with_context(|| {
+                        format!("stage `{name}` consumes a topic, so the pipeline needs a `dead_letter` topic (nothing may be lost)")
+                    })?;
+                let driver = BatchDriver {
+                    stage: name.clone(),
+                    sink,
+                    bus: bus.clone(),
+                    subscribe: SubscribeOptions {
+                        group: name.clone(),
+                        topics: vec![input.clone()],
+                        start_from: StartFrom::Earliest,
+                        buffer: 1024,
+                    },
+                    producer: producer.clone(),
+                    dead_letter,
+                    backoff: Backoff {
+                        attempts: spec.retry.attempts,
+                        base: spec.retry.backoff,
+                        max: spec.retry.max_backoff,
+                    },
+                    metrics: ctx.metrics.clone(),
+                    health: health.clone(),
+                    shutdown: shutdown.clone(),
+                };
+                tracing::info!(stage = %name, kind = %spec.kind.value, %input, "batch stage started");
+                consumers.push((name.clone(), input));
+                tasks.spawn(async move { (name, driver.run().await) });
             }
             StageImpl::Processor(processor) => {
                 let input = spec

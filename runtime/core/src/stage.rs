@@ -94,6 +94,8 @@ pub trait Source: Send + 'static {
 pub enum StageImpl {
     /// Consumes the stage's input topic.
     Processor(Arc<dyn Processor>),
+    /// Consumes the stage's input topic in batches (files), see [`crate::batch`].
+    Batch(Arc<dyn crate::batch::BatchSink>),
     /// Runs by itself.
     Source(Box<dyn Source>),
 }

@@ -1,0 +1,235 @@
+//! One page-batch manifest in, one anchors file and its manifest out.
+//!
+//! The pages file is read a few rows at a time (only the columns needed), so memory holds a
+//! handful of pages, the anchor rows not yet handed to the writer, and the writer's row
+//! group. The anchors file is named like the pages file it came from, so a replay rewrites
+//! it instead of adding another.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{TimestampMillisecondType, UInt16Type};
+use async_trait::async_trait;
+use futures::TryStreamExt;
+// Deprecated upstream in favour of hand-written readers; it still does exactly this job
+// (ranged reads from any object store), so it stays until parquet removes it.
+#[allow(deprecated)]
+use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
+use parquet::arrow::ProjectionMask;
+use sluice_bus::{OutRecord, Record};
+use sluice_runtime::metrics::StageMetrics;
+use sluice_runtime::stage::{Processor, StageError};
+use sluice_tables::{
+    anchors_schema, table, AnchorRow, AnchorRows, Storage, TableWriter, ANCHORS_SCHEMA_VERSION,
+};
+use sluice_topics::{Contract, TableBatch};
+use sluice_web::domain::registrable_domain_of;
+use url::Url;
+
+use crate::extract::{extract, Skipped};
+
+/// Pages read per step.
+const READ_ROWS: usize = 64;
+/// Anchor rows handed to the writer per step.
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// Columns of the pages table this stage reads.
+const COLUMNS: [&str; 5] = ["final_url", "status", "content_type", "body", "fetched_at"];
+
+/// The anchors processor.
+pub struct Anchors {
+    storage: Storage,
+    output: String,
+    metrics: StageMetrics,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn storage_error(e: impl std::fmt::Display) -> StageError {
+    StageError::unavailable("storage", anyhow::anyhow!("{e}"))
+}
+
+/// A pages file that cannot be read is the manifest's fault (gone, or not Parquet): it goes
+/// to the dead-letter topic. A store that does not answer is an outage.
+fn read_error(e: parquet::errors::ParquetError) -> StageError {
+    let text = e.to_string();
+    let unreachable =
+        text.contains("connect") || text.contains("timed out") || text.contains("Generic");
+    if unreachable && !text.contains("not found") && !text.contains("NotFound") {
+        storage_error(text)
+    } else {
+        StageError::invalid(
+            "unreadable_batch",
+            format!("cannot read the pages file: {text}"),
+        )
+    }
+}
+
+impl Anchors {
+    /// A processor reading and writing under `storage`, publishing to `output`.
+    pub fn new(storage: Storage, output: String, metrics: StageMetrics) -> Self {
+        Self {
+            storage,
+            output,
+            metrics,
+        }
+    }
+
+    /// Extracts the anchors of every HTML page in one batch of rows.
+    fn rows_of(
+        &self,
+        batch: &RecordBatch,
+        out: &mut AnchorRows,
+        skipped: &mut Skipped,
+        counts: &mut BTreeMap<String, u64>,
+    ) {
+        let col = |name: &str| batch.column_by_name(name).expect("projected column");
+        let final_url = col("final_url").as_string::<i32>();
+        let status = col("status").as_primitive::<UInt16Type>();
+        let content_type = col("content_type").as_string::<i32>();
+        let body = col("body").as_string::<i32>();
+        let fetched_at = col("fetched_at").as_primitive::<TimestampMillisecondType>();
+        for i in 0..batch.num_rows() {
+            *counts.entry("pages".into()).or_default() += 1;
+            let html = !content_type.is_null(i)
+                && matches!(content_type.value(i), "text/html" | "application/xhtml+xml");
+            let ok = !status.is_null(i) && (200..300).contains(&status.value(i));
+            if body.is_null(i) || !html || !ok {
+                continue;
+            }
+            let Ok(page_url) = Url::parse(final_url.value(i)) else {
+                *counts.entry("page_errors".into()).or_default() += 1;
+                continue;
+            };
+            *counts.entry("pages_parsed".into()).or_default() += 1;
+            let found = extract(body.value(i), &page_url);
+            if let Some(err) = &found.error {
+                // What was found before the error is kept; the page is recorded as failed.
+                *counts.entry("page_errors".into()).or_default() += 1;
+                self.metrics.event("page_error");
+                tracing::warn!(url = %page_url, error = %err, "page could not be parsed to the end");
+            }
+            skipped.add(&found.skipped);
+            let source_domain = registrable_domain_of(&page_url).unwrap_or_default();
+            for a in found.anchors {
+                let target_domain = registrable_domain_of(&a.target).unwrap_or_default();
+                let nofollow = a.nofollow();
+                out.push(&AnchorRow {
+                    source_url: page_url.to_string(),
+                    target_url: a.target.to_string(),
+                    fragment: a.fragment,
+                    text: a.text,
+                    from_alt: a.from_alt,
+                    title: a.title,
+                    rel: a.rel,
+                    nofollow,
+                    internal: source_domain == target_domain,
+                    source_domain: source_domain.clone(),
+                    target_domain,
+                    position: a.position,
+                    crawled_at_ms: fetched_at.value(i),
+                });
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Processor for Anchors {
+    async fn process(&self, record: &Record) -> Result<Vec<OutRecord>, StageError> {
+        let manifest = TableBatch::decode(&record.value).map_err(|e| {
+            StageError::invalid(e.code(), format!("undecodable table-batch message: {e}"))
+        })?;
+        if manifest.table != table::PAGES {
+            return Err(StageError::invalid(
+                "wrong_table",
+                format!(
+                    "a `{}` batch; this stage reads `pages` batches",
+                    manifest.table
+                ),
+            ));
+        }
+        let source = self.storage.resolve(&manifest.path);
+        #[allow(deprecated)]
+        let reader = ParquetObjectReader::new(self.storage.store(), source.clone());
+        let builder = ParquetRecordBatchStreamBuilder::new(reader)
+            .await
+            .map_err(read_error)?;
+        let roots: Vec<usize> = COLUMNS
+            .iter()
+            .map(|c| {
+                builder.schema().index_of(c).map_err(|_| {
+                    StageError::invalid(
+                        "unreadable_batch",
+                        format!("the pages file has no `{c}` column"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let mut stream = builder
+            .with_projection(mask)
+            .with_batch_size(READ_ROWS)
+            .build()
+            .map_err(read_error)?;
+
+        let file_name = source.filename().unwrap_or("batch.parquet").to_string();
+        let tmp_name = format!("{}-{}", now_ms(), file_name);
+        let mut writer =
+            TableWriter::create(&self.storage, table::ANCHORS, &tmp_name, anchors_schema())
+                .map_err(storage_error)?;
+        let mut rows = AnchorRows::new();
+        let mut skipped = Skipped::default();
+        let mut counts = BTreeMap::new();
+        let result: Result<(), StageError> = async {
+            while let Some(batch) = stream.try_next().await.map_err(read_error)? {
+                self.rows_of(&batch, &mut rows, &mut skipped, &mut counts);
+                if rows.bytes() >= CHUNK_BYTES {
+                    writer.write(&rows.finish()).await.map_err(storage_error)?;
+                }
+            }
+            if rows.rows() > 0 {
+                writer.write(&rows.finish()).await.map_err(storage_error)?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            writer.abort().await;
+            return Err(e);
+        }
+        let dest = self.storage.table_file(table::ANCHORS, &file_name);
+        let written = writer.finish(dest).await.map_err(storage_error)?;
+        for (k, v) in [
+            ("skipped_javascript", skipped.javascript),
+            ("skipped_mailto", skipped.mailto),
+            ("skipped_data", skipped.data),
+            ("skipped_empty", skipped.empty),
+            ("skipped_other", skipped.other),
+        ] {
+            counts.insert(k.to_string(), v);
+        }
+        let out = TableBatch {
+            table: table::ANCHORS.into(),
+            path: self.storage.relative(&written.path),
+            rows: written.rows,
+            bytes: written.bytes,
+            source_topic: manifest.source_topic,
+            partition: manifest.partition,
+            first_offset: manifest.first_offset,
+            last_offset: manifest.last_offset,
+            schema_version: ANCHORS_SCHEMA_VERSION,
+            created_at_ms: now_ms(),
+            counts,
+        };
+        tracing::info!(path = %out.path, rows = out.rows, "anchors file written");
+        self.metrics.event("anchors_file");
+        Ok(vec![OutRecord::new(self.output.clone(), out.encode())])
+    }
+}

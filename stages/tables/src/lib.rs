@@ -1,0 +1,28 @@
+//! The crawl dataset's tables, shared by the stages that write them and `sluice query`:
+//!
+//! - `storage.rs` — the local directory or object store behind `services.storage`;
+//! - `naming.rs` — file names derived from the Kafka offsets they cover;
+//! - `writer.rs` — one Parquet file, written aside and published when complete;
+//! - `pages.rs`, `anchors.rs` — each table's Arrow schema and row builder.
+
+mod anchors;
+mod naming;
+mod pages;
+mod storage;
+mod writer;
+
+pub use anchors::{anchors_schema, AnchorRow, AnchorRows, ANCHORS_SCHEMA_VERSION};
+pub use naming::{prefix as file_prefix, FileName};
+pub use pages::{pages_schema, PageRows, PAGES_SCHEMA_VERSION};
+pub use storage::{Storage, StorageError};
+pub use writer::{TableWriter, WriteError, Written, ROW_GROUP_BYTES};
+
+/// Table names.
+pub mod table {
+    /// Crawled pages.
+    pub const PAGES: &str = "pages";
+    /// Links between pages.
+    pub const ANCHORS: &str = "anchors";
+    /// Embedded texts.
+    pub const EMBEDDINGS: &str = "embeddings";
+}

@@ -1,0 +1,231 @@
+//! The crawl ending as a queryable dataset, on the real broker, memcached and etcd: Debian's
+//! python3.11-doc (nginx on 127.0.0.1) through url-in → normalize → crawl → parquet-batch →
+//! anchors, then `sluice query`:
+//! - the pages table has exactly the pages fetched, each once;
+//! - every HTML page's anchors are in the anchors table (as many as its body has);
+//! - the README's example queries run.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{read_all, servers, unique, write_pipeline, StageProcess};
+use sluice_bus::{Bus, OutRecord, TopicPartition};
+use sluice_runtime::kafka::KafkaBus;
+use sluice_topics::{Contract, Page};
+
+async fn lag(bus: &Arc<dyn Bus>, group: &str, topic: &str) -> Option<i64> {
+    let n = bus.partitions(topic).await.ok()?;
+    let tps: Vec<TopicPartition> = (0..n).map(|p| TopicPartition::new(topic, p)).collect();
+    let committed = bus.committed(group, &tps).await.ok()?;
+    let mut behind = 0;
+    for (tp, c) in tps.iter().zip(committed) {
+        let (_, high) = bus.watermarks(tp).await.ok()?;
+        behind += high - c.unwrap_or(0);
+    }
+    Some(behind)
+}
+
+fn query(file: &std::path::Path, sql: &str) -> Vec<serde_json::Value> {
+    let out = common::sluice()
+        .args(["query", "-f"])
+        .arg(file)
+        .args(["--format", "json", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sluice query {sql:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_doc_site_crawl_becomes_queryable_pages_and_anchors() {
+    let s = servers();
+    let site = std::env::var("SLUICE_TEST_DOCSITE").expect("SLUICE_TEST_DOCSITE: run tests/run.sh");
+    let id = unique("ds");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let yaml = format!(
+        r#"name: {id}
+broker: {broker}
+services:
+  memcached: {memcached}
+  etcd: {etcd}
+  storage: {data}
+dead_letter: dlq-{id}
+topics:
+  url-in-{id}: {{ partitions: 2 }}
+  urls-{id}: {{ partitions: 2 }}
+  pages-{id}: {{ partitions: 2 }}
+  page-batches-{id}: {{ partitions: 1 }}
+  anchor-batches-{id}: {{ partitions: 1 }}
+  dlq-{id}: {{ partitions: 1 }}
+stages:
+  normalize:
+    kind: normalize-dedup
+    input: url-in-{id}
+    output: urls-{id}
+    key_prefix: "{id}:"
+    concurrency: 256
+  crawl:
+    kind: crawl
+    input: urls-{id}
+    output: pages-{id}
+    discovered: url-in-{id}
+    feedback: [url-in-{id}]
+    key_prefix: "{id}:"
+    allow_private_addresses: true
+    per_domain_concurrency: 8
+    min_delay: 0s
+    max_depth: 100
+    max_body: 4MiB
+  batch:
+    kind: parquet-batch
+    input: pages-{id}
+    output: page-batches-{id}
+    max_rows: 200
+    max_age: 2s
+  anchors:
+    kind: anchors
+    input: page-batches-{id}
+    output: anchor-batches-{id}
+"#,
+        broker = s.broker,
+        memcached = s.memcached,
+        etcd = s.etcd,
+        data = data.display(),
+    );
+    let file = write_pipeline(dir.path(), &yaml);
+    let status = common::sluice()
+        .args(["topics", "create", "-f"])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bus: Arc<dyn Bus> = Arc::new(KafkaBus::new(&s.broker, Default::default()));
+    let mut all = StageProcess::spawn(&file, "", &dir.path().join("run.log"));
+    let seed = format!("{site}index.html");
+    bus.producer()
+        .unwrap()
+        .send(OutRecord::new(format!("url-in-{id}"), seed.into_bytes()))
+        .await
+        .unwrap();
+
+    let groups = [
+        ("normalize".to_string(), format!("url-in-{id}")),
+        ("crawl".to_string(), format!("urls-{id}")),
+        ("batch".to_string(), format!("pages-{id}")),
+        ("anchors".to_string(), format!("page-batches-{id}")),
+    ];
+    let started = Instant::now();
+    let mut quiet_since: Option<Instant> = None;
+    loop {
+        let mut idle = true;
+        for (g, t) in &groups {
+            if lag(&bus, g, t).await != Some(0) {
+                idle = false;
+            }
+        }
+        if idle {
+            if quiet_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(4) {
+                break;
+            }
+        } else {
+            quiet_since = None;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "pipeline not idle; log:\n{}",
+            std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(all.terminate().success());
+
+    // What the crawl produced, straight from the topic.
+    let records = read_all(&bus, &format!("pages-{id}"), Duration::from_secs(60)).await;
+    let pages: Vec<Page> = records
+        .iter()
+        .map(|r| Page::decode(&r.value).unwrap())
+        .collect();
+    assert!(pages.len() > 400, "{} pages crawled", pages.len());
+
+    // The pages table holds each of them once.
+    let rows = query(
+        &file,
+        "SELECT count(*) AS n, count(DISTINCT url) AS u FROM pages",
+    );
+    assert_eq!(rows[0]["n"].as_u64(), Some(pages.len() as u64));
+    assert_eq!(rows[0]["u"].as_u64(), Some(pages.len() as u64));
+
+    // Every HTML page's anchors are in the anchors table.
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    for p in &pages {
+        let (Some(body), Some(200)) = (&p.body, p.status) else {
+            continue;
+        };
+        let url: url::Url = p.final_url.parse().unwrap();
+        let n = sluice_stage_anchors::extract(body, &url).anchors.len() as u64;
+        if n > 0 {
+            expected.insert(p.final_url.clone(), n);
+        }
+    }
+    let got: HashMap<String, u64> = query(
+        &file,
+        "SELECT source_url, count(*) AS n FROM anchors GROUP BY source_url",
+    )
+    .into_iter()
+    .map(|r| {
+        (
+            r["source_url"].as_str().unwrap().to_string(),
+            r["n"].as_u64().unwrap(),
+        )
+    })
+    .collect();
+    let wrong: Vec<_> = expected
+        .iter()
+        .filter(|(u, n)| got.get(*u) != Some(n))
+        .take(10)
+        .map(|(u, n)| format!("{u}: {n} expected, {:?} in the table", got.get(u)))
+        .collect();
+    assert!(wrong.is_empty(), "anchors missing or extra: {wrong:?}");
+    assert_eq!(got.len(), expected.len());
+
+    // The README's examples run and answer sensibly.
+    let top = query(
+        &file,
+        "SELECT target_domain, count(*) AS links FROM anchors GROUP BY target_domain ORDER BY links DESC LIMIT 5",
+    );
+    assert_eq!(top[0]["target_domain"].as_str(), Some("127.0.0.1"));
+    let inbound = query(
+        &file,
+        &format!(
+            "SELECT text, count(*) AS n FROM anchors WHERE target_url = '{site}library/functions.html' GROUP BY text ORDER BY n DESC"
+        ),
+    );
+    assert!(
+        !inbound.is_empty(),
+        "library/functions.html has inbound anchors"
+    );
+    let failed = query(
+        &file,
+        "SELECT url, status, error_code, error FROM pages WHERE error_code IS NOT NULL",
+    );
+    let failed_in_topic = pages.iter().filter(|p| p.error.is_some()).count();
+    assert_eq!(failed.len(), failed_in_topic);
+    eprintln!(
+        "dataset: {} pages, {} pages with anchors, {} anchors",
+        pages.len(),
+        got.len(),
+        got.values().sum::<u64>()
+    );
+}
