@@ -106,13 +106,16 @@ struct Open {
 /// The sink failed: drop everything uncommitted and start again from the broker's offsets.
 struct Rewind(StageError);
 
-const READINESS: &str = "batch-sink";
-
 impl BatchDriver {
+    /// The readiness component: the stage's sink (its storage).
+    fn readiness(&self) -> String {
+        format!("{} sink", self.stage)
+    }
+
     /// Runs until shutdown (closing every open batch first) or until the consumer closes.
     pub async fn run(self) -> anyhow::Result<()> {
-        self.health.register(READINESS);
-        self.health.ready(READINESS);
+        self.health.register(&self.readiness());
+        self.health.ready(&self.readiness());
         let limits = self.sink.limits();
         let mut failures: u32 = 0;
         'rejoin: loop {
@@ -181,7 +184,7 @@ impl BatchDriver {
                 Err(Rewind(e)) => {
                     failures += 1;
                     tracing::warn!(stage = %self.stage, error = %e, "batch failed; dropping open batches and rejoining from the committed offsets");
-                    self.health.not_ready(READINESS, &e);
+                    self.health.not_ready(&self.readiness(), &e);
                     for (_, o) in open.drain() {
                         o.writer.abort().await;
                     }
@@ -273,7 +276,7 @@ impl BatchDriver {
         let rows = o.rows;
         let outputs = o.writer.finish(o.last).await.map_err(Rewind)?;
         self.deliver(outputs).await?;
-        self.health.ready(READINESS);
+        self.health.ready(&self.readiness());
         let next = o.last + 1;
         let sync = self.shutdown.is_cancelled();
         if let Err(e) = consumer.commit(&[(tp.clone(), next)], sync).await {

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use lol_html::html_content::EndTag;
-use lol_html::{doc_text, element, HtmlRewriter, MemorySettings, Settings};
+use lol_html::{element, text, HtmlRewriter, MemorySettings, Settings};
 use url::Url;
 
 /// One link found on a page.
@@ -171,14 +171,17 @@ pub fn extract(html: &str, page_url: &Url) -> PageAnchors {
             }
             Ok(())
         }))
-        .append_element_content_handler(element!("a[href] img[alt]", move |el| {
+        // A plain `img[alt]` with the open-anchor check below is much cheaper than the
+        // descendant selector `a[href] img[alt]`, which makes lol_html track every element.
+        .append_element_content_handler(element!("img[alt]", move |el| {
             let mut s = s3.borrow_mut();
             if let (Some(alt), Some(a)) = (el.get_attribute("alt"), s.open.last_mut()) {
                 a.alts.push(alt);
             }
             Ok(())
         }))
-        .append_document_content_handler(doc_text!(move |t| {
+        // Text inside anchors only: lol_html skips the callback for all other text.
+        .append_element_content_handler(text!("a[href]", move |t| {
             let mut s = s4.borrow_mut();
             if let Some(a) = s.open.last_mut() {
                 a.text.push_str(t.as_str());

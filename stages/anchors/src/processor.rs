@@ -58,17 +58,17 @@ fn storage_error(e: impl std::fmt::Display) -> StageError {
 /// A pages file that cannot be read is the manifest's fault (gone, or not Parquet): it goes
 /// to the dead-letter topic. A store that does not answer is an outage.
 fn read_error(e: parquet::errors::ParquetError) -> StageError {
-    let text = e.to_string();
-    let unreachable =
-        text.contains("connect") || text.contains("timed out") || text.contains("Generic");
-    if unreachable && !text.contains("not found") && !text.contains("NotFound") {
-        storage_error(text)
-    } else {
-        StageError::invalid(
-            "unreadable_batch",
-            format!("cannot read the pages file: {text}"),
-        )
+    if let parquet::errors::ParquetError::External(inner) = &e {
+        if let Some(store) = inner.downcast_ref::<object_store::Error>() {
+            if !matches!(store, object_store::Error::NotFound { .. }) {
+                return storage_error(store);
+            }
+        }
     }
+    StageError::invalid(
+        "unreadable_batch",
+        format!("cannot read the pages file: {e}"),
+    )
 }
 
 impl Anchors {
@@ -80,64 +80,73 @@ impl Anchors {
             metrics,
         }
     }
+}
 
-    /// Extracts the anchors of every HTML page in one batch of rows.
-    fn rows_of(
-        &self,
-        batch: &RecordBatch,
-        out: &mut AnchorRows,
-        skipped: &mut Skipped,
-        counts: &mut BTreeMap<String, u64>,
-    ) {
-        let col = |name: &str| batch.column_by_name(name).expect("projected column");
-        let final_url = col("final_url").as_string::<i32>();
-        let status = col("status").as_primitive::<UInt16Type>();
-        let content_type = col("content_type").as_string::<i32>();
-        let body = col("body").as_string::<i32>();
-        let fetched_at = col("fetched_at").as_primitive::<TimestampMillisecondType>();
-        for i in 0..batch.num_rows() {
-            *counts.entry("pages".into()).or_default() += 1;
-            let html = !content_type.is_null(i)
-                && matches!(content_type.value(i), "text/html" | "application/xhtml+xml");
-            let ok = !status.is_null(i) && (200..300).contains(&status.value(i));
-            if body.is_null(i) || !html || !ok {
-                continue;
-            }
-            let Ok(page_url) = Url::parse(final_url.value(i)) else {
-                *counts.entry("page_errors".into()).or_default() += 1;
-                continue;
-            };
-            *counts.entry("pages_parsed".into()).or_default() += 1;
-            let found = extract(body.value(i), &page_url);
-            if let Some(err) = &found.error {
-                // What was found before the error is kept; the page is recorded as failed.
-                *counts.entry("page_errors".into()).or_default() += 1;
-                self.metrics.event("page_error");
-                tracing::warn!(url = %page_url, error = %err, "page could not be parsed to the end");
-            }
-            skipped.add(&found.skipped);
-            let source_domain = registrable_domain_of(&page_url).unwrap_or_default();
-            for a in found.anchors {
-                let target_domain = registrable_domain_of(&a.target).unwrap_or_default();
-                let nofollow = a.nofollow();
-                out.push(&AnchorRow {
-                    source_url: page_url.to_string(),
-                    target_url: a.target.to_string(),
-                    fragment: a.fragment,
-                    text: a.text,
-                    from_alt: a.from_alt,
-                    title: a.title,
-                    rel: a.rel,
-                    nofollow,
-                    internal: source_domain == target_domain,
-                    source_domain: source_domain.clone(),
-                    target_domain,
-                    position: a.position,
-                    crawled_at_ms: fetched_at.value(i),
-                });
-            }
+/// What one batch of page rows yields.
+#[derive(Default)]
+struct Extracted {
+    anchors: Vec<AnchorRow>,
+    skipped: Skipped,
+    counts: BTreeMap<String, u64>,
+    /// Pages that could not be parsed to the end, and why.
+    errors: Vec<(String, String)>,
+}
+
+/// Extracts the anchors of every HTML page in one batch of rows. CPU work: run it off the
+/// async workers.
+fn extract_batch(batch: &RecordBatch) -> Extracted {
+    let mut out = Extracted::default();
+    let col = |name: &str| batch.column_by_name(name).expect("projected column");
+    let final_url = col("final_url").as_string::<i32>();
+    let status = col("status").as_primitive::<UInt16Type>();
+    let content_type = col("content_type").as_string::<i32>();
+    let body = col("body").as_string::<i32>();
+    let fetched_at = col("fetched_at").as_primitive::<TimestampMillisecondType>();
+    for i in 0..batch.num_rows() {
+        *out.counts.entry("pages".into()).or_default() += 1;
+        let html = !content_type.is_null(i)
+            && matches!(content_type.value(i), "text/html" | "application/xhtml+xml");
+        let ok = !status.is_null(i) && (200..300).contains(&status.value(i));
+        if body.is_null(i) || !html || !ok {
+            continue;
+        }
+        let Ok(page_url) = Url::parse(final_url.value(i)) else {
+            *out.counts.entry("page_errors".into()).or_default() += 1;
+            out.errors
+                .push((final_url.value(i).to_string(), "unparsable URL".into()));
+            continue;
+        };
+        *out.counts.entry("pages_parsed".into()).or_default() += 1;
+        let found = extract(body.value(i), &page_url);
+        if let Some(err) = found.error {
+            // What was found before the error is kept; the page is recorded as failed.
+            *out.counts.entry("page_errors".into()).or_default() += 1;
+            out.errors.push((page_url.to_string(), err));
+        }
+        out.skipped.add(&found.skipped);
+        let source_domain = registrable_domain_of(&page_url).unwrap_or_default();
+        let source_url = page_url.to_string();
+        for a in found.anchors {
+            let target_domain = registrable_domain_of(&a.target).unwrap_or_default();
+            let nofollow = a.nofollow();
+            out.anchors.push(AnchorRow {
+                source_url: source_url.clone(),
+                target_url: a.target.into(),
+                fragment: a.fragment,
+                text: a.text,
+                from_alt: a.from_alt,
+                title: a.title,
+                rel: a.rel,
+                nofollow,
+                internal: source_domain == target_domain,
+                source_domain: source_domain.clone(),
+                target_domain,
+                position: a.position,
+                crawled_at_ms: fetched_at.value(i),
+            });
         }
     }
+    out
 }
 
 #[async_trait]
@@ -180,7 +189,7 @@ impl Processor for Anchors {
             .map_err(read_error)?;
 
         let file_name = source.filename().unwrap_or("batch.parquet").to_string();
-        let tmp_name = format!("{}-{}", now_ms(), file_name);
+        let tmp_name = sluice_tables::tmp_name(&file_name);
         let mut writer =
             TableWriter::create(&self.storage, table::ANCHORS, &tmp_name, anchors_schema())
                 .map_err(storage_error)?;
@@ -189,7 +198,20 @@ impl Processor for Anchors {
         let mut counts = BTreeMap::new();
         let result: Result<(), StageError> = async {
             while let Some(batch) = stream.try_next().await.map_err(read_error)? {
-                self.rows_of(&batch, &mut rows, &mut skipped, &mut counts);
+                let found = tokio::task::spawn_blocking(move || extract_batch(&batch))
+                    .await
+                    .map_err(|e| StageError::Transient(anyhow::anyhow!("extraction task: {e}")))?;
+                for (url, error) in &found.errors {
+                    self.metrics.event("page_error");
+                    tracing::warn!(%url, %error, "page could not be parsed to the end");
+                }
+                for (k, v) in found.counts {
+                    *counts.entry(k).or_default() += v;
+                }
+                skipped.add(&found.skipped);
+                for a in &found.anchors {
+                    rows.push(a);
+                }
                 if rows.bytes() >= CHUNK_BYTES {
                     writer.write(&rows.finish()).await.map_err(storage_error)?;
                 }

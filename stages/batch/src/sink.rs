@@ -84,7 +84,7 @@ impl BatchSink for PagesSink {
         if let Some(end) = end_at {
             tracing::info!(%tp, first_offset, end, "replaying a batch that was written before: it ends where that file ended");
         }
-        let tmp_name = format!("{prefix}{}.parquet", now_ms());
+        let tmp_name = sluice_tables::tmp_name(&format!("{prefix}open.parquet"));
         let writer = TableWriter::create(&self.storage, table::PAGES, &tmp_name, pages_schema())
             .map_err(storage_error)?;
         Ok(Box::new(PagesBatch {

@@ -15,7 +15,7 @@ pub use anchors::{anchors_schema, AnchorRow, AnchorRows, ANCHORS_SCHEMA_VERSION}
 pub use naming::{prefix as file_prefix, FileName};
 pub use pages::{pages_schema, PageRows, PAGES_SCHEMA_VERSION};
 pub use storage::{Storage, StorageError};
-pub use writer::{TableWriter, WriteError, Written, ROW_GROUP_BYTES};
+pub use writer::{tmp_name, TableWriter, WriteError, Written, ROW_GROUP_BYTES};
 
 /// Table names.
 pub mod table {

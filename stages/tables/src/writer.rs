@@ -29,6 +29,22 @@ pub const ROW_GROUP_BYTES: usize = 8 << 20;
 /// Bytes buffered before they go to the store (one multipart part).
 const UPLOAD_BUFFER: usize = 5 << 20;
 
+/// A temporary file name for `final_name` that no other writer (in this or another process)
+/// uses at the same time.
+pub fn tmp_name(final_name: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{final_name}.{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// A finished file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
