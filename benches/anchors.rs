@@ -6,28 +6,13 @@
 //! Run with `benches/run.sh --bench anchors` (it fetches the site and installs
 //! beautifulsoup4), or set SLUICE_TEST_DOCSITE_ROOT and run `cargo bench --bench anchors`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sluice_tables::{anchors_schema, table, AnchorRow, AnchorRows, Storage, TableWriter};
-
-fn html_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if e.file_type().unwrap().is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|x| x == "html") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 fn ours(docs: &[(String, url::Url)]) -> (f64, usize) {
     let bytes: usize = docs.iter().map(|(d, _)| d.len()).sum();
@@ -167,7 +152,7 @@ async fn main() {
         std::env::var("SLUICE_TEST_DOCSITE_ROOT")
             .expect("SLUICE_TEST_DOCSITE_ROOT is not set: run benches/run.sh --bench anchors"),
     );
-    let files = html_files(&root);
+    let files = support::html_files(&root);
     let base: url::Url = "http://docs.test/".parse().unwrap();
     let docs: Vec<(String, url::Url)> = files
         .iter()

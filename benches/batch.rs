@@ -8,6 +8,8 @@
 //! Run with `benches/run.sh --bench batch`. SLUICE_BENCH_PAGES sets the record count (rounded
 //! to whole batches).
 
+mod support;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,20 +49,6 @@ fn page(i: usize) -> Page {
         source: None,
         links_out: paragraphs as u32,
     }
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 async fn raw_consume(broker: &str, topic: &str, total: usize) -> f64 {
@@ -191,7 +179,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let elapsed = started.elapsed();
-    let rss = peak_rss_kib(child.id());
+    let rss = support::peak_rss_kib(child.id());
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

@@ -20,6 +20,8 @@
 //! record to its last. Scrapy discovers the same pages by following links from the index; its
 //! rate is responses per second from its first response to its last.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -33,35 +35,6 @@ use sluice_topics::{Contract, CrawlUrl};
 fn env(name: &str) -> String {
     std::env::var(name)
         .unwrap_or_else(|_| panic!("{name} is not set: run benches/run.sh --bench crawl"))
-}
-
-fn html_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                dirs.push(p);
-            } else if ft.is_file() && p.extension().is_some_and(|x| x == "html") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 async fn pages_written(bus: &Arc<dyn Bus>, topic: &str, partitions: i32) -> i64 {
@@ -186,7 +159,7 @@ stages:
         assert!(now < deadline, "crawl stage wrote {n} of {total} pages");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let rss = peak_rss_kib(child.id()).unwrap_or(0);
+    let rss = support::peak_rss_kib(child.id());
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -341,7 +314,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
     let base: url::Url = site.parse().unwrap();
-    let pages: Vec<String> = html_files(&root)
+    let pages: Vec<String> = support::html_files(&root)
         .iter()
         .map(|p| {
             let rel = p
@@ -352,7 +325,7 @@ async fn main() {
             base.join(&rel).unwrap().to_string()
         })
         .collect();
-    let bytes: u64 = html_files(&root)
+    let bytes: u64 = support::html_files(&root)
         .iter()
         .map(|p| std::fs::metadata(p).unwrap().len())
         .sum();

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::web::{grid_urls, FixtureWeb};
-use common::{read_all, servers, unique, write_pipeline, StageProcess};
-use sluice_bus::{Bus, OutRecord, TopicPartition};
+use common::{read_all, servers, unique, wait_idle, write_pipeline, StageProcess};
+use sluice_bus::{Bus, OutRecord};
 use sluice_runtime::kafka::KafkaBus;
 use sluice_topics::{Contract, CrawlUrl, Page};
 
@@ -44,46 +44,6 @@ async fn topics_create(file: &Path) {
         .status()
         .unwrap();
     assert!(status.success(), "sluice topics create failed");
-}
-
-/// How far `group` is behind on `topic`.
-async fn lag(bus: &Arc<dyn Bus>, group: &str, topic: &str) -> Option<i64> {
-    let n = bus.partitions(topic).await.ok()?;
-    let tps: Vec<TopicPartition> = (0..n).map(|p| TopicPartition::new(topic, p)).collect();
-    let committed = bus.committed(group, &tps).await.ok()?;
-    let mut behind = 0;
-    for (tp, c) in tps.iter().zip(committed) {
-        let (_, high) = bus.watermarks(tp).await.ok()?;
-        behind += high - c.unwrap_or(0);
-    }
-    Some(behind)
-}
-
-/// Waits until every (group, topic) has no lag for 3 s in a row.
-async fn wait_idle(bus: &Arc<dyn Bus>, groups: &[(&str, &str)], timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    let mut quiet_since: Option<Instant> = None;
-    loop {
-        let mut idle = true;
-        for (g, t) in groups {
-            if lag(bus, g, t).await != Some(0) {
-                idle = false;
-            }
-        }
-        if idle {
-            let since = *quiet_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= Duration::from_secs(3) {
-                return;
-            }
-        } else {
-            quiet_since = None;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pipeline not idle after {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 /// The pages a browser could reach from `index.html` by following `<a href>` links within the

@@ -9,24 +9,12 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{read_all, servers, unique, write_pipeline, StageProcess};
-use sluice_bus::{Bus, OutRecord, TopicPartition};
+use common::{read_all, servers, unique, wait_idle, write_pipeline, StageProcess};
+use sluice_bus::{Bus, OutRecord};
 use sluice_runtime::kafka::KafkaBus;
 use sluice_topics::{Contract, Page};
-
-async fn lag(bus: &Arc<dyn Bus>, group: &str, topic: &str) -> Option<i64> {
-    let n = bus.partitions(topic).await.ok()?;
-    let tps: Vec<TopicPartition> = (0..n).map(|p| TopicPartition::new(topic, p)).collect();
-    let committed = bus.committed(group, &tps).await.ok()?;
-    let mut behind = 0;
-    for (tp, c) in tps.iter().zip(committed) {
-        let (_, high) = bus.watermarks(tp).await.ok()?;
-        behind += high - c.unwrap_or(0);
-    }
-    Some(behind)
-}
 
 fn query(file: &std::path::Path, sql: &str) -> Vec<serde_json::Value> {
     let out = common::sluice()
@@ -126,29 +114,11 @@ stages:
         ("batch".to_string(), format!("pages-{id}")),
         ("anchors".to_string(), format!("page-batches-{id}")),
     ];
-    let started = Instant::now();
-    let mut quiet_since: Option<Instant> = None;
-    loop {
-        let mut idle = true;
-        for (g, t) in &groups {
-            if lag(&bus, g, t).await != Some(0) {
-                idle = false;
-            }
-        }
-        if idle {
-            if quiet_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(4) {
-                break;
-            }
-        } else {
-            quiet_since = None;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "pipeline not idle; log:\n{}",
-            std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let groups: Vec<(&str, &str)> = groups
+        .iter()
+        .map(|(g, t)| (g.as_str(), t.as_str()))
+        .collect();
+    wait_idle(&bus, &groups, Duration::from_secs(600)).await;
     assert!(all.terminate().success());
 
     // What the crawl produced, straight from the topic.

@@ -226,6 +226,50 @@ async fn behind(bus: &Arc<dyn Bus>, group: &str, topic: &str) -> Result<i64, slu
     Ok(behind)
 }
 
+/// Waits until every `(group, topic)` has nothing left to consume for 3 s in a row.
+pub async fn wait_idle(bus: &Arc<dyn Bus>, groups: &[(&str, &str)], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut quiet_since: Option<Instant> = None;
+    loop {
+        let mut idle = true;
+        for (g, t) in groups {
+            if !matches!(behind(bus, g, t).await, Ok(0)) {
+                idle = false;
+            }
+        }
+        if idle {
+            if quiet_since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_secs(3) {
+                return;
+            }
+        } else {
+            quiet_since = None;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pipeline not idle after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Every `.html` file under `root`, sorted.
+pub fn html_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "html") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Counts values.
 pub fn histogram<'a>(values: impl Iterator<Item = &'a str>) -> HashMap<String, usize> {
     let mut m = HashMap::new();
