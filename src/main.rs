@@ -1,6 +1,7 @@
 //! `sluice`: run, inspect and feed pipelines declared in pipeline.yaml.
 
 mod cli;
+mod k8s;
 mod stages;
 
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ enum Command {
     Consume(cli::consume::ConsumeArgs),
     /// Run SQL over the crawl dataset (tables pages, anchors) with DataFusion.
     Query(cli::query::QueryArgs),
+    /// Kubernetes manifests from pipeline.yaml.
+    K8s(cli::k8s::K8sArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
             Command::Produce(a) => cli::produce::run(a).await,
             Command::Consume(a) => cli::consume::run(a).await,
             Command::Query(a) => cli::query::run(a).await,
+            Command::K8s(a) => cli::k8s::run(a),
         }
     });
     match result {

@@ -2,6 +2,7 @@
 
 pub mod consume;
 pub mod graph;
+pub mod k8s;
 pub mod load;
 pub mod produce;
 pub mod query;

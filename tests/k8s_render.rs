@@ -1,0 +1,216 @@
+//! `sluice k8s render`: the shipped pipeline.yaml renders to the expected objects,
+//! deterministically; changing one stage's replicas changes exactly that Deployment; autoscale
+//! becomes a KEDA ScaledObject; a broken pipeline fails with the same positioned errors as
+//! `sluice validate`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn render(file: &Path, extra: &[&str]) -> (bool, String, String) {
+    let out = common::sluice()
+        .args(["k8s", "render", "-f"])
+        .arg(file)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// Objects by `kind/name`.
+fn objects(stream: &str) -> BTreeMap<String, serde_yaml::Value> {
+    let mut m = BTreeMap::new();
+    for doc in serde_yaml::Deserializer::from_str(stream) {
+        let v = serde_yaml::Value::deserialize(doc).unwrap();
+        if v.is_null() {
+            continue;
+        }
+        let key = format!(
+            "{}/{}",
+            v["kind"].as_str().unwrap(),
+            v["metadata"]["name"].as_str().unwrap()
+        );
+        m.insert(key, v);
+    }
+    m
+}
+
+use serde::Deserialize;
+
+fn shipped() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline.yaml")
+}
+
+#[test]
+fn the_shipped_pipeline_renders_every_stage_deterministically() {
+    let (ok, a, err) = render(
+        &shipped(),
+        &["--image", "example/sluice:1", "--namespace", "crawl"],
+    );
+    assert!(ok, "{err}");
+    let (_, b, _) = render(
+        &shipped(),
+        &["--image", "example/sluice:1", "--namespace", "crawl"],
+    );
+    assert_eq!(a, b, "deterministic");
+    let o = objects(&a);
+    for stage in ["ingest", "normalize", "crawl", "parquet-batch", "anchors"] {
+        let d = &o[&format!("Deployment/web-crawl-{stage}")];
+        assert_eq!(d["metadata"]["namespace"], "crawl");
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["image"], "example/sluice:1");
+        let args: Vec<&str> = c["args"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            &args[..5],
+            &["run", "-f", "/etc/sluice/pipeline.yaml", "--stage", stage]
+        );
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(
+            d["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"],
+            "true"
+        );
+        assert_eq!(
+            d["metadata"]["labels"]["app.kubernetes.io/component"],
+            stage
+        );
+        let grace = d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap();
+        assert!(grace >= 45, "{stage}: grace {grace}s must cover the drain");
+    }
+    assert_eq!(o["Deployment/web-crawl-crawl"]["spec"]["replicas"], 2);
+    assert!(
+        o.contains_key("PodDisruptionBudget/web-crawl-crawl"),
+        "2 replicas get a PDB"
+    );
+    assert!(
+        !o.contains_key("PodDisruptionBudget/web-crawl-ingest"),
+        "1 replica: no PDB"
+    );
+    assert_eq!(
+        o["Service/web-crawl-ingest"]["spec"]["ports"][0]["targetPort"],
+        "http"
+    );
+    assert!(o.contains_key("Job/web-crawl-topics-create"));
+    let cm = &o["ConfigMap/web-crawl-pipeline"];
+    assert_eq!(
+        cm["data"]["pipeline.yaml"].as_str().unwrap(),
+        std::fs::read_to_string(shipped()).unwrap()
+    );
+}
+
+#[test]
+fn changing_one_stages_replicas_changes_exactly_that_deployment() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(shipped()).unwrap();
+    let before = dir.path().join("before.yaml");
+    std::fs::write(&before, &text).unwrap();
+    // The crawl stage's `replicas: 2` is the first one after `kind: crawl`.
+    let at = text.find("kind: crawl").unwrap();
+    let rel = text[at..].find("replicas: 2").unwrap();
+    let changed = format!(
+        "{}replicas: 5{}",
+        &text[..at + rel],
+        &text[at + rel + "replicas: 2".len()..]
+    );
+    let after = dir.path().join("after.yaml");
+    std::fs::write(&after, changed).unwrap();
+    let (ok_a, a, e) = render(&before, &[]);
+    assert!(ok_a, "{e}");
+    let (ok_b, b, e) = render(&after, &[]);
+    assert!(ok_b, "{e}");
+    let (a, b) = (objects(&a), objects(&b));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    let differing: Vec<&String> = a.keys().filter(|k| a[*k] != b[*k]).collect();
+    assert_eq!(
+        differing,
+        vec!["ConfigMap/web-crawl-pipeline", "Deployment/web-crawl-crawl"],
+        "only the crawl Deployment (and the ConfigMap holding the file) change"
+    );
+    assert_eq!(b["Deployment/web-crawl-crawl"]["spec"]["replicas"], 5);
+}
+
+#[test]
+fn autoscale_becomes_a_keda_scaled_object_on_consumer_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"name: scale
+broker: kafka-0.kafka:9092,kafka-1.kafka:9092
+dead_letter: dlq
+topics:
+  url-in: { partitions: 8 }
+  urls: { partitions: 8 }
+  dlq: { partitions: 1 }
+stages:
+  normalize:
+    kind: normalize-dedup
+    input: url-in
+    output: urls
+    replicas: 2
+    autoscale: { min: 1, max: 8, lag: 5000 }
+"#;
+    let file = common::write_pipeline(dir.path(), yaml);
+    let (ok, out, err) = render(&file, &[]);
+    assert!(ok, "{err}");
+    let o = objects(&out);
+    let so = &o["ScaledObject/scale-normalize"];
+    assert_eq!(so["spec"]["scaleTargetRef"]["name"], "scale-normalize");
+    assert_eq!(so["spec"]["minReplicaCount"], 1);
+    assert_eq!(so["spec"]["maxReplicaCount"], 8);
+    let t = &so["spec"]["triggers"][0];
+    assert_eq!(t["type"], "kafka");
+    assert_eq!(t["metadata"]["consumerGroup"], "normalize");
+    assert_eq!(t["metadata"]["topic"], "url-in");
+    assert_eq!(t["metadata"]["lagThreshold"], "5000");
+    assert_eq!(
+        t["metadata"]["bootstrapServers"],
+        "kafka-0.kafka:9092,kafka-1.kafka:9092"
+    );
+
+    // On the embedded bus there is no lag to scale on: a positioned error.
+    let file = common::write_pipeline(
+        dir.path(),
+        &yaml.replace("kafka-0.kafka:9092,kafka-1.kafka:9092", "memory"),
+    );
+    let (ok, _, err) = render(&file, &[]);
+    assert!(!ok);
+    assert!(err.contains("pipeline.yaml:14:16: error:"), "{err}");
+    assert!(err.contains("autoscale"), "{err}");
+}
+
+#[test]
+fn a_broken_pipeline_fails_with_the_same_positioned_errors_as_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = common::write_pipeline(
+        dir.path(),
+        "name: broken\nbroker: memory\ntopics:\n  a: { partitions: 0 }\nstages:\n  s:\n    kind: no-such-kind\n    input: a\n",
+    );
+    let (ok, out, render_err) = render(&file, &[]);
+    assert!(!ok);
+    assert!(out.is_empty(), "nothing rendered: {out}");
+    let validate = common::sluice()
+        .args(["validate", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!validate.status.success());
+    let validate_err = String::from_utf8(validate.stderr).unwrap();
+    let positioned = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.contains("pipeline.yaml:"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(!positioned(&validate_err).is_empty(), "{validate_err}");
+    assert_eq!(positioned(&render_err), positioned(&validate_err));
+}
