@@ -8,6 +8,11 @@
 //! produces what the sink returns (a manifest), and only then commits the partition's offset.
 //! Revoked partitions close their batches before they are handed over; shutdown closes all.
 //!
+//! A batch that replays a file written before a crash ([`BatchWriter::end_at`]) closes only at
+//! that file's last offset, whatever the limits say, so it rewrites the same file; if it must
+//! stop earlier (revocation, shutdown) it is dropped uncommitted instead, and whoever replays
+//! it next ends it at the same offset.
+//!
 //! If the sink fails (its storage is down), every open batch is dropped and the consumer
 //! rejoins the group, so it starts again from the committed offsets: nothing is committed that
 //! is not in a finished file, and nothing is kept twice in memory.
@@ -132,14 +137,14 @@ impl BatchDriver {
                         _ = self.shutdown.cancelled() => {
                             let tps: Vec<_> = open.keys().cloned().collect();
                             for tp in tps {
-                                self.close(&*consumer, &mut open, &tp).await?;
+                                self.close_or_drop(&*consumer, &mut open, &tp).await?;
                             }
                             return Ok(());
                         }
                         _ = tick.tick() => {
                             let old: Vec<_> = open
                                 .iter()
-                                .filter(|(_, o)| o.opened.elapsed() >= limits.max_age)
+                                .filter(|(_, o)| o.writer.end_at().is_none() && o.opened.elapsed() >= limits.max_age)
                                 .map(|(tp, _)| tp.clone())
                                 .collect();
                             for tp in old {
@@ -159,7 +164,7 @@ impl BatchDriver {
                                 let mut offsets = Vec::new();
                                 for tp in partitions {
                                     assigned.remove(&tp);
-                                    if let Some(next) = self.close(&*consumer, &mut open, &tp).await? {
+                                    if let Some(next) = self.close_or_drop(&*consumer, &mut open, &tp).await? {
                                         offsets.push((tp.clone(), next));
                                     }
                                     self.metrics.clear_lag(&tp.topic, tp.partition);
@@ -243,9 +248,10 @@ impl BatchDriver {
             Err(e) => return Err(Rewind(e)),
         }
         o.last = r.offset;
-        let full = o.rows >= limits.max_rows
-            || o.bytes >= limits.max_bytes
-            || o.writer.end_at() == Some(r.offset);
+        let full = match o.writer.end_at() {
+            Some(end) => r.offset >= end,
+            None => o.rows >= limits.max_rows || o.bytes >= limits.max_bytes,
+        };
         if full {
             self.close(consumer, open, &tp).await?;
         }
@@ -260,6 +266,23 @@ impl BatchDriver {
             }
         }
         Ok(())
+    }
+
+    /// Closes `tp`'s batch early (revocation, shutdown) — or drops it when it replays an
+    /// earlier file, which must end where that file ended.
+    async fn close_or_drop(
+        &self,
+        consumer: &dyn Consumer,
+        open: &mut HashMap<TopicPartition, Open>,
+        tp: &TopicPartition,
+    ) -> Result<Option<i64>, Rewind> {
+        if open.get(tp).is_some_and(|o| o.writer.end_at().is_some()) {
+            if let Some(o) = open.remove(tp) {
+                o.writer.abort().await;
+            }
+            return Ok(None);
+        }
+        self.close(consumer, open, tp).await
     }
 
     /// Closes `tp`'s batch, publishes its outputs and commits; returns the committed offset.
