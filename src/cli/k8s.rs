@@ -83,7 +83,11 @@ pub fn run(a: K8sArgs) -> anyhow::Result<ExitCode> {
             let resources: Vec<&str> = manifests.iter().map(|m| m.file.as_str()).collect();
             let kustomization = format!(
                 "# Rendered by `sluice k8s render` from {}; re-render after editing it.\napiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n{}",
-                r.pipeline.file.display(),
+                r.pipeline
+                    .file
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 resources.iter().map(|f| format!("  - {f}\n")).collect::<String>()
             );
             std::fs::write(dir.join("kustomization.yaml"), kustomization)?;
