@@ -223,3 +223,23 @@ fn a_stage_misconfiguration_is_reported_without_waiting_for_the_broker() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(err.contains("SLUICE_API_KEYS"), "{err}");
 }
+
+#[test]
+fn stage_setting_rules_are_reported_at_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = common::write_pipeline(
+        dir.path(),
+        "name: t\nbroker: memory\ndead_letter: dlq\ntopics:\n  urls: { partitions: 1, type: crawl-url }\n  pages: { partitions: 1 }\n  dlq: { partitions: 1 }\nstages:\n  crawl:\n    kind: crawl\n    input: urls\n    output: pages\n    per_domain_concurrency: 0\n",
+    );
+    let out = common::sluice()
+        .args(["validate", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("pipeline.yaml:13:29: error: per_domain_concurrency must be at least 1"),
+        "{err}"
+    );
+}

@@ -79,6 +79,22 @@ pub fn check_with<T: DeserializeOwned>(node: &Node) -> Result<(), Vec<Diagnostic
     from_node::<T>(node).map(drop).map_err(|d| vec![d])
 }
 
+/// Settings with rules serde cannot express (ranges, combinations). An error names the field
+/// it is about, so it can be reported at that field's line.
+pub trait Validate {
+    /// Checks the rules.
+    fn validate(&self) -> Result<(), (&'static str, String)>;
+}
+
+/// [`check_with`], then [`Validate::validate`] with its error at the field's position.
+pub fn check_validated<T: DeserializeOwned + Validate>(node: &Node) -> Result<(), Vec<Diagnostic>> {
+    let settings = from_node::<T>(node).map_err(|d| vec![d])?;
+    settings.validate().map_err(|(field, message)| {
+        let pos = node.get(field).map_or(&node.pos, |n| &n.pos);
+        vec![Diagnostic::error(pos.clone(), message)]
+    })
+}
+
 /// A serde deserializer reading from a borrowed [`Node`].
 #[derive(Debug, Clone, Copy)]
 pub struct NodeDeserializer<'de> {

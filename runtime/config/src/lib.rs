@@ -65,7 +65,7 @@ mod validate;
 
 use std::path::Path;
 
-pub use de::{check_with, from_node, DeError, NodeDeserializer};
+pub use de::{check_validated, check_with, from_node, DeError, NodeDeserializer, Validate};
 pub use diagnostic::{Diagnostic, Diagnostics, Origin, Pos, Severity};
 pub use duration::{serde_duration, HumanDuration};
 pub use interpolate::interpolate;

@@ -315,34 +315,20 @@ impl BatchDriver {
 
     /// Produces records, retrying until the broker takes them (or shutdown).
     async fn deliver(&self, records: Vec<OutRecord>) -> Result<(), Rewind> {
-        let mut pending = records;
-        let mut round = 0;
-        while !pending.is_empty() {
-            let results =
-                futures::future::join_all(pending.iter().map(|r| self.producer.send(r.clone())))
-                    .await;
-            let mut failed = Vec::new();
-            for (r, result) in pending.into_iter().zip(results) {
-                match result {
-                    Ok(_) => self.metrics.sent(&r.topic),
-                    Err(e) => {
-                        tracing::warn!(stage = %self.stage, topic = %r.topic, error = %e, "produce failed; retrying");
-                        self.metrics.failed("produce");
-                        failed.push(r);
-                    }
-                }
-            }
-            pending = failed;
-            if !pending.is_empty() {
-                if self.shutdown.is_cancelled() {
-                    return Err(Rewind(StageError::Transient(anyhow::anyhow!(
-                        "broker unavailable during shutdown"
-                    ))));
-                }
-                round += 1;
-                tokio::time::sleep(self.backoff.delay(round.min(8))).await;
-            }
+        let delivered = crate::deliver::produce_all(
+            &*self.producer,
+            &records,
+            &self.metrics,
+            &self.backoff,
+            &self.shutdown,
+        )
+        .await;
+        if delivered {
+            Ok(())
+        } else {
+            Err(Rewind(StageError::Transient(anyhow::anyhow!(
+                "broker unavailable during shutdown"
+            ))))
         }
-        Ok(())
     }
 }

@@ -316,34 +316,7 @@ async fn pause(s: &Shared, d: Duration) -> bool {
 
 /// Produces all outputs, retrying broker failures until they succeed or work is abandoned.
 async fn deliver(s: &Shared, outputs: &[OutRecord]) -> bool {
-    let mut pending: Vec<&OutRecord> = outputs.iter().collect();
-    let mut round: u32 = 0;
-    while !pending.is_empty() {
-        let results = if let [one] = pending[..] {
-            vec![s.producer.send(one.clone()).await]
-        } else {
-            futures::future::join_all(pending.iter().map(|o| s.producer.send((*o).clone()))).await
-        };
-        let mut failed = Vec::new();
-        for (out, r) in pending.into_iter().zip(results) {
-            match r {
-                Ok(_) => s.metrics.sent(&out.topic),
-                Err(e) => {
-                    tracing::warn!(stage = %s.stage, topic = %out.topic, error = %e, "produce failed; retrying");
-                    s.metrics.failed("produce");
-                    failed.push(out);
-                }
-            }
-        }
-        pending = failed;
-        if !pending.is_empty() {
-            round += 1;
-            if !pause(s, s.backoff.delay(round.min(8))).await {
-                return false;
-            }
-        }
-    }
-    true
+    crate::deliver::produce_all(&*s.producer, outputs, &s.metrics, &s.backoff, &s.abandon).await
 }
 
 async fn dead_letter_it(

@@ -14,6 +14,7 @@
 pub mod batch;
 pub mod connect;
 pub mod dead_letter;
+pub mod deliver;
 pub mod driver;
 pub mod health;
 pub mod kafka;

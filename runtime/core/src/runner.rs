@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sluice_bus::{Bus, StartFrom, SubscribeOptions, TopicPartition};
-use sluice_config::Pipeline;
+use sluice_config::{Pipeline, StageSpec};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -194,19 +194,7 @@ pub async fn start_on(
                 tasks.spawn(async move { (name, source.run(ctx).await) });
             }
             StageImpl::Batch(sink) => {
-                let input = spec
-                    .input
-                    .as_ref()
-                    .with_context(|| format!("stage `{name}` has no input topic"))?
-                    .value
-                    .clone();
-                let dead_letter = pipeline
-                    .dead_letter
-                    .as_ref()
-                    .map(|d| d.value.clone())
-                    .with_context(|| {
-                        format!("stage `{name}` consumes a topic, so the pipeline needs a `dead_letter` topic (nothing may be lost)")
-                    })?;
+                let (input, dead_letter) = consumed_topics(&pipeline, &name, &spec)?;
                 let driver = BatchDriver {
                     stage: name.clone(),
                     sink,
@@ -219,11 +207,7 @@ pub async fn start_on(
                     },
                     producer: producer.clone(),
                     dead_letter,
-                    backoff: Backoff {
-                        attempts: spec.retry.attempts,
-                        base: spec.retry.backoff,
-                        max: spec.retry.max_backoff,
-                    },
+                    backoff: backoff_of(&spec),
                     metrics: ctx.metrics.clone(),
                     health: health.clone(),
                     shutdown: shutdown.clone(),
@@ -233,19 +217,7 @@ pub async fn start_on(
                 tasks.spawn(async move { (name, driver.run().await) });
             }
             StageImpl::Processor(processor) => {
-                let input = spec
-                    .input
-                    .as_ref()
-                    .with_context(|| format!("stage `{name}` has no input topic"))?
-                    .value
-                    .clone();
-                let dead_letter = pipeline
-                    .dead_letter
-                    .as_ref()
-                    .map(|d| d.value.clone())
-                    .with_context(|| {
-                        format!("stage `{name}` consumes a topic, so the pipeline needs a `dead_letter` topic (nothing may be lost)")
-                    })?;
+                let (input, dead_letter) = consumed_topics(&pipeline, &name, &spec)?;
                 let concurrency = spec
                     .concurrency
                     .map(|c| c as usize)
@@ -266,11 +238,7 @@ pub async fn start_on(
                     producer: producer.clone(),
                     bus: bus.clone(),
                     dead_letter,
-                    backoff: Backoff {
-                        attempts: spec.retry.attempts,
-                        base: spec.retry.backoff,
-                        max: spec.retry.max_backoff,
-                    },
+                    backoff: backoff_of(&spec),
                     concurrency,
                     drain_timeout: kind.drain_timeout(),
                     metrics: ctx.metrics.clone(),
@@ -292,6 +260,37 @@ pub async fn start_on(
         consumers,
         tasks,
     })
+}
+
+/// The input topic of a consuming stage and the pipeline's dead-letter topic.
+fn consumed_topics(
+    pipeline: &Pipeline,
+    name: &str,
+    spec: &StageSpec,
+) -> anyhow::Result<(String, String)> {
+    let input = spec
+        .input
+        .as_ref()
+        .with_context(|| format!("stage `{name}` has no input topic"))?
+        .value
+        .clone();
+    let dead_letter = pipeline
+        .dead_letter
+        .as_ref()
+        .map(|d| d.value.clone())
+        .with_context(|| {
+            format!("stage `{name}` consumes a topic, so the pipeline needs a `dead_letter` topic (nothing may be lost)")
+        })?;
+    Ok((input, dead_letter))
+}
+
+/// The stage's `retry:` as a backoff policy.
+fn backoff_of(spec: &StageSpec) -> Backoff {
+    Backoff {
+        attempts: spec.retry.attempts,
+        base: spec.retry.backoff,
+        max: spec.retry.max_backoff,
+    }
 }
 
 async fn wait_for_broker(

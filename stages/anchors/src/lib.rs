@@ -47,11 +47,7 @@ impl StageKind for Kind {
                 message_type: TableBatch::TYPE,
                 required: true,
             }],
-            check_settings: |node| {
-                sluice_config::from_node::<Settings>(node)
-                    .map(|_| ())
-                    .map_err(|d| vec![d])
-            },
+            check_settings: sluice_config::check_with::<Settings>,
         }
     }
 

@@ -19,7 +19,7 @@ mod sink;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use sluice_config::{Diagnostic, KindInfo, PortInfo};
+use sluice_config::{KindInfo, PortInfo};
 use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
 use sluice_tables::Storage;
 use sluice_topics::{Contract, Page, TableBatch};
@@ -29,14 +29,6 @@ pub use sink::PagesSink;
 
 /// The `parquet-batch` stage kind.
 pub struct Kind;
-
-fn check(node: &sluice_config::Node) -> Result<(), Vec<Diagnostic>> {
-    let settings: Settings = sluice_config::from_node(node).map_err(|d| vec![d])?;
-    settings.check().map_err(|(field, message)| {
-        let pos = node.get(field).map_or(&node.pos, |n| &n.pos);
-        vec![Diagnostic::error(pos.clone(), message)]
-    })
-}
 
 impl StageKind for Kind {
     fn info(&self) -> KindInfo {
@@ -49,15 +41,14 @@ impl StageKind for Kind {
                 message_type: TableBatch::TYPE,
                 required: true,
             }],
-            check_settings: check,
+            check_settings: sluice_config::check_validated::<Settings>,
         }
     }
 
     fn build(&self, ctx: StageContext) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
         Box::pin(async move {
             let settings: Settings = ctx.settings()?;
-            settings
-                .check()
+            sluice_config::Validate::validate(&settings)
                 .map_err(|(_, m)| anyhow::anyhow!("stage `{}`: {m}", ctx.name))?;
             let spec = &ctx.pipeline.services.storage;
             let storage = Storage::open(&spec.value).map_err(|e| anyhow::anyhow!("{e}"))?;

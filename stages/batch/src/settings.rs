@@ -30,7 +30,7 @@ impl Default for Settings {
 
 impl Settings {
     /// Values that parse but make no sense, with the field to point at.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
+    fn check(&self) -> Result<(), (&'static str, String)> {
         if self.max_rows == 0 {
             return Err(("max_rows", "max_rows must be at least 1".into()));
         }
@@ -41,5 +41,11 @@ impl Settings {
             return Err(("max_age", "max_age must be more than 0s".into()));
         }
         Ok(())
+    }
+}
+
+impl sluice_config::Validate for Settings {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.check()
     }
 }

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rand::Rng;
 use sluice_bus::{OutRecord, Producer, Record};
+use sluice_runtime::deliver::produce_all;
 use sluice_runtime::metrics::StageMetrics;
+use sluice_runtime::retry::Backoff;
 use sluice_runtime::services::SlotError;
 use sluice_runtime::stage::{Processor, StageError};
 use sluice_stage_normalize::Dedup;
@@ -491,37 +493,30 @@ impl Crawler {
     /// Produces `records` and waits for every acknowledgement, retrying what the broker
     /// refused until it takes it or shutdown begins (then the runtime's retry replays the URL).
     async fn produce(&self, records: Vec<OutRecord>) -> Result<(), StageError> {
-        let mut pending = records;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let results =
-                futures::future::join_all(pending.iter().map(|r| self.producer.send(r.clone())))
-                    .await;
-            let mut failed = Vec::new();
-            let mut last_error = None;
-            for (r, result) in pending.into_iter().zip(results) {
-                match result {
-                    Ok(_) => self.metrics.sent(&r.topic),
-                    Err(e) => {
-                        self.metrics.failed("produce");
-                        last_error = Some(e);
-                        failed.push(r);
-                    }
-                }
-            }
-            let Some(e) = last_error else {
-                return Ok(());
-            };
-            if self.shutdown.is_cancelled() {
-                return Err(StageError::Transient(anyhow::anyhow!("producing: {e}")));
-            }
-            tracing::warn!(records = failed.len(), error = %e, "produce failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-            pending = failed;
+        if produce_all(
+            &*self.producer,
+            &records,
+            &self.metrics,
+            &PRODUCE_BACKOFF,
+            &self.shutdown,
+        )
+        .await
+        {
+            Ok(())
+        } else {
+            Err(StageError::Transient(anyhow::anyhow!(
+                "broker unavailable during shutdown"
+            )))
         }
     }
 }
+
+/// Backoff between produce attempts of page and link records.
+const PRODUCE_BACKOFF: Backoff = Backoff {
+    attempts: u32::MAX,
+    base: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+};
 
 fn record_failure(page: &mut Page, failure: Failure) {
     error(page, failure.code, failure.message);

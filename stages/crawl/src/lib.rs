@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use sluice_config::{Diagnostic, KindInfo, PortInfo};
+use sluice_config::{KindInfo, PortInfo};
 use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
 use sluice_stage_normalize::Dedup;
 use sluice_topics::{Contract, CrawlUrl, Page, UrlIn};
@@ -48,14 +48,6 @@ pub use settings::{Scope, Settings};
 
 /// The `crawl` stage kind.
 pub struct Kind;
-
-fn check(node: &sluice_config::Node) -> Result<(), Vec<Diagnostic>> {
-    let settings: Settings = sluice_config::from_node(node).map_err(|d| vec![d])?;
-    settings.check().map_err(|(field, message)| {
-        let pos = node.get(field).map_or(&node.pos, |n| &n.pos);
-        vec![Diagnostic::error(pos.clone(), message)]
-    })
-}
 
 impl StageKind for Kind {
     fn info(&self) -> KindInfo {
@@ -75,15 +67,14 @@ impl StageKind for Kind {
                     required: false,
                 },
             ],
-            check_settings: check,
+            check_settings: sluice_config::check_validated::<Settings>,
         }
     }
 
     fn build(&self, ctx: StageContext) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
         Box::pin(async move {
             let settings: Settings = ctx.settings()?;
-            settings
-                .check()
+            sluice_config::Validate::validate(&settings)
                 .map_err(|(_, m)| anyhow::anyhow!("stage `{}`: {m}", ctx.name))?;
             let outputs = Outputs {
                 pages: ctx.output_topic("output")?,

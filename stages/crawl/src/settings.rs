@@ -126,9 +126,8 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Checks what serde cannot: values that parse but make no sense. The error names the
-    /// field, so it can be reported at its line.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
+    /// Checks what serde cannot: values that parse but make no sense.
+    fn check(&self) -> Result<(), (&'static str, String)> {
         let fail = |field, msg: &str| Err((field, msg.to_string()));
         if self.per_domain_concurrency == 0 {
             return fail(
@@ -173,5 +172,11 @@ impl Settings {
                 .unwrap_or("SluiceBot")
                 .to_string()
         })
+    }
+}
+
+impl sluice_config::Validate for Settings {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.check()
     }
 }
