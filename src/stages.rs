@@ -11,5 +11,6 @@ pub fn registry() -> Registry {
     r.register(sluice_stage_crawl::Kind);
     r.register(sluice_stage_batch::Kind);
     r.register(sluice_stage_anchors::Kind);
+    r.register(sluice_stage_embeddings::Kind);
     r
 }

@@ -12,16 +12,12 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{TimestampMillisecondType, UInt16Type};
 use async_trait::async_trait;
 use futures::TryStreamExt;
-// Deprecated upstream in favour of hand-written readers; it still does exactly this job
-// (ranged reads from any object store), so it stays until parquet removes it.
-#[allow(deprecated)]
-use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
-use parquet::arrow::ProjectionMask;
 use sluice_bus::{OutRecord, Record};
 use sluice_runtime::metrics::StageMetrics;
 use sluice_runtime::stage::{Processor, StageError};
 use sluice_tables::{
-    anchors_schema, table, AnchorRow, AnchorRows, Storage, TableWriter, ANCHORS_SCHEMA_VERSION,
+    anchors_schema, read_columns, table, AnchorRow, AnchorRows, ReadError, Storage, TableWriter,
+    ANCHORS_SCHEMA_VERSION,
 };
 use sluice_topics::{Contract, TableBatch};
 use sluice_web::domain::registrable_domain_of;
@@ -57,18 +53,13 @@ fn storage_error(e: impl std::fmt::Display) -> StageError {
 
 /// A pages file that cannot be read is the manifest's fault (gone, or not Parquet): it goes
 /// to the dead-letter topic. A store that does not answer is an outage.
-fn read_error(e: parquet::errors::ParquetError) -> StageError {
-    if let parquet::errors::ParquetError::External(inner) = &e {
-        if let Some(store) = inner.downcast_ref::<object_store::Error>() {
-            if !matches!(store, object_store::Error::NotFound { .. }) {
-                return storage_error(store);
-            }
+fn read_error(e: ReadError) -> StageError {
+    match e {
+        ReadError::Outage(e) => storage_error(e),
+        ReadError::Unreadable(e) => {
+            StageError::invalid("unreadable_batch", format!("the pages file: {e}"))
         }
     }
-    StageError::invalid(
-        "unreadable_batch",
-        format!("cannot read the pages file: {e}"),
-    )
 }
 
 impl Anchors {
@@ -165,27 +156,8 @@ impl Processor for Anchors {
             ));
         }
         let source = self.storage.resolve(&manifest.path);
-        #[allow(deprecated)]
-        let reader = ParquetObjectReader::new(self.storage.store(), source.clone());
-        let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        let mut stream = read_columns(&self.storage, &source, &COLUMNS, READ_ROWS)
             .await
-            .map_err(read_error)?;
-        let roots: Vec<usize> = COLUMNS
-            .iter()
-            .map(|c| {
-                builder.schema().index_of(c).map_err(|_| {
-                    StageError::invalid(
-                        "unreadable_batch",
-                        format!("the pages file has no `{c}` column"),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        let mut stream = builder
-            .with_projection(mask)
-            .with_batch_size(READ_ROWS)
-            .build()
             .map_err(read_error)?;
 
         let file_name = source.filename().unwrap_or("batch.parquet").to_string();
