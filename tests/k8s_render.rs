@@ -59,7 +59,14 @@ fn the_shipped_pipeline_renders_every_stage_deterministically() {
     );
     assert_eq!(a, b, "deterministic");
     let o = objects(&a);
-    for stage in ["ingest", "normalize", "crawl", "parquet-batch", "anchors"] {
+    for stage in [
+        "ingest",
+        "normalize",
+        "crawl",
+        "parquet-batch",
+        "anchors",
+        "embeddings",
+    ] {
         let d = &o[&format!("Deployment/web-crawl-{stage}")];
         assert_eq!(d["metadata"]["namespace"], "crawl");
         let c = &d["spec"]["template"]["spec"]["containers"][0];
@@ -231,11 +238,25 @@ fn the_committed_base_is_rendered_from_the_current_pipeline() {
         String::from_utf8_lossy(&status.stderr)
     );
     let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/base/sluice");
+    // Every file, subdirectories (strimzi-topics/) included, by path relative to the root.
+    fn files(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                files(root, &path, out);
+            } else {
+                out.push(
+                    path.strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
     let names = |d: &Path| -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut v = Vec::new();
+        files(d, d, &mut v);
         v.sort();
         v
     };
@@ -244,6 +265,7 @@ fn the_committed_base_is_rendered_from_the_current_pipeline() {
         names(&committed),
         "re-run: sluice k8s render -o k8s/base/sluice"
     );
+    assert!(names(&out).contains(&"strimzi-topics/kustomization.yaml".to_string()));
     for name in names(&out) {
         assert_eq!(
             std::fs::read_to_string(out.join(&name)).unwrap(),
