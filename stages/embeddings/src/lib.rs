@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use cache::VectorCache;
 pub use chroma::{Chroma, ChromaError, Found, Point};
-pub use items::point_id;
+pub use items::{metadata as point_metadata, point_id};
 pub use model::{Embedder, ModelError, ModelSpec, MAX_TOKENS, MODEL_SHA256};
 pub use processor::{Embeddings, ModelSlot};
 pub use search::{search_chroma, search_table, Hit, Query};

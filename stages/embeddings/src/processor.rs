@@ -6,7 +6,9 @@
 //! recent texts are cached, so a batch retried after an outage mid-way runs the model little.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -123,6 +125,14 @@ pub struct Embeddings {
     chroma: Option<Arc<Chroma>>,
     cache: Mutex<VectorCache>,
     metrics: StageMetrics,
+    upserts: UpsertStats,
+}
+
+/// Points upserted and the time spent waiting for Chroma, since start.
+#[derive(Default)]
+struct UpsertStats {
+    points: AtomicU64,
+    nanos: AtomicU64,
 }
 
 /// Counts for the manifest.
@@ -165,7 +175,17 @@ impl Embeddings {
             chroma,
             cache,
             metrics,
+            upserts: UpsertStats::default(),
         }
+    }
+
+    /// Points upserted into Chroma so far, and the time spent on those upserts (for the
+    /// benchmark's upsert rate).
+    pub fn upsert_stats(&self) -> (u64, std::time::Duration) {
+        (
+            self.upserts.points.load(Ordering::Relaxed),
+            std::time::Duration::from_nanos(self.upserts.nanos.load(Ordering::Relaxed)),
+        )
     }
 
     /// Vectors for `rows` (cached ones reused, the rest embedded in one call), then rows and
@@ -236,21 +256,29 @@ impl Embeddings {
                 .await
                 .map_err(storage_error)?;
         }
-        if sinks.points.len() >= self.settings.upsert_batch {
-            self.flush_points(sinks).await?;
+        // Whole batches go now; the rest waits for more (or the end of the file).
+        let full = sinks.points.len() / self.settings.upsert_batch * self.settings.upsert_batch;
+        if full > 0 {
+            self.flush_points(sinks, full).await?;
         }
         Ok(())
     }
 
-    async fn flush_points(&self, sinks: &mut Sinks) -> Result<(), StageError> {
+    /// Upserts the first `n` pending points.
+    async fn flush_points(&self, sinks: &mut Sinks, n: usize) -> Result<(), StageError> {
         if let Some(chroma) = &self.chroma {
+            let started = Instant::now();
             chroma
-                .upsert(&sinks.points, self.settings.upsert_batch)
+                .upsert(&sinks.points[..n], self.settings.upsert_batch)
                 .await
                 .map_err(chroma_error)?;
+            self.upserts.points.fetch_add(n as u64, Ordering::Relaxed);
+            self.upserts
+                .nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
             self.metrics.event("points_upserted");
         }
-        sinks.points.clear();
+        sinks.points.drain(..n);
         Ok(())
     }
 
@@ -381,7 +409,8 @@ impl Processor for Embeddings {
                 let batch = sinks.rows.finish();
                 sinks.writer.write(&batch).await.map_err(storage_error)?;
             }
-            self.flush_points(&mut sinks).await
+            let n = sinks.points.len();
+            self.flush_points(&mut sinks, n).await
         }
         .await;
         if let Err(e) = result {

@@ -34,9 +34,11 @@ pub struct Settings {
     pub onnxruntime: Option<String>,
     /// Expected sha256 of `model.onnx`.
     pub model_sha256: String,
-    /// Texts per model run.
+    /// Texts per model run (texts of similar length run together).
     pub batch_size: usize,
-    /// ONNX Runtime intra-op threads (default: one per core).
+    /// Model sessions run side by side (default: one per core).
+    pub sessions: Option<usize>,
+    /// ONNX Runtime intra-op threads per session.
     pub threads: Option<usize>,
     /// Anchor texts shorter than this many characters are skipped (and counted).
     pub min_chars: usize,
@@ -63,7 +65,8 @@ impl Default for Settings {
             model_dir: None,
             onnxruntime: None,
             model_sha256: MODEL_SHA256.into(),
-            batch_size: 32,
+            batch_size: 2,
+            sessions: None,
             threads: None,
             min_chars: 2,
             embed_pages: false,
@@ -92,6 +95,7 @@ impl Settings {
                 .filter(|p| !p.trim().is_empty())
                 .map(expand),
             sha256: self.model_sha256.clone(),
+            sessions: self.sessions,
             threads: self.threads,
         }
     }
@@ -104,6 +108,9 @@ impl sluice_config::Validate for Settings {
         }
         if self.threads == Some(0) {
             return Err(("threads", "threads must be at least 1".into()));
+        }
+        if self.sessions == Some(0) {
+            return Err(("sessions", "sessions must be at least 1".into()));
         }
         if !(8..=MAX_TOKENS).contains(&self.chunk_tokens) {
             return Err((
