@@ -11,29 +11,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{read_all, servers, unique, wait_idle, write_pipeline, StageProcess};
+use common::{query, read_all, servers, unique, wait_idle, write_pipeline, StageProcess};
 use sluice_bus::{Bus, OutRecord};
 use sluice_runtime::kafka::KafkaBus;
 use sluice_topics::{Contract, Page};
-
-fn query(file: &std::path::Path, sql: &str) -> Vec<serde_json::Value> {
-    let out = common::sluice()
-        .args(["query", "-f"])
-        .arg(file)
-        .args(["--format", "json", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sluice query {sql:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_doc_site_crawl_becomes_queryable_pages_and_anchors() {

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{servers, unique, wait_idle, write_pipeline, StageProcess};
+use common::{query, servers, sluice_json, unique, wait_idle, write_pipeline, StageProcess};
 use sluice_bus::{Bus, OutRecord};
 use sluice_runtime::kafka::KafkaBus;
 use sluice_stage_embeddings::Chroma;
@@ -141,31 +141,6 @@ async fn serve_site() -> SocketAddr {
 fn chroma_url() -> String {
     std::env::var("SLUICE_TEST_CHROMA")
         .expect("SLUICE_TEST_CHROMA is not set: run tests/run.sh, which starts Chroma")
-}
-
-fn sluice_json(args: &[&str]) -> Vec<serde_json::Value> {
-    let out = common::sluice().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "sluice {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn query(file: &Path, sql: &str) -> Vec<serde_json::Value> {
-    sluice_json(&[
-        "query",
-        "-f",
-        file.to_str().unwrap(),
-        "--format",
-        "json",
-        sql,
-    ])
 }
 
 fn search(file: &Path, text: &str, extra: &[&str]) -> Vec<serde_json::Value> {

@@ -65,6 +65,33 @@ pub fn sluice() -> Command {
     c
 }
 
+/// Runs `sluice ARGS` and parses its stdout as JSON lines (panics, with stderr, on failure).
+pub fn sluice_json(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = sluice().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "sluice {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `sluice query` over the storage of the pipeline in `file`, as JSON rows.
+pub fn query(file: &Path, sql: &str) -> Vec<serde_json::Value> {
+    sluice_json(&[
+        "query",
+        "-f",
+        file.to_str().unwrap(),
+        "--format",
+        "json",
+        sql,
+    ])
+}
+
 /// A stage process, killed (SIGKILL) when dropped.
 pub struct StageProcess {
     pub child: Child,

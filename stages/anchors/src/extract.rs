@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use lol_html::html_content::EndTag;
 use lol_html::{element, text, HtmlRewriter, MemorySettings, Settings};
+pub use sluice_web::text::collapse;
 use url::Url;
 
 /// One link found on a page.
@@ -98,18 +99,6 @@ struct State {
     open: Vec<Open>,
     done: Vec<Open>,
     next_position: u32,
-}
-
-/// Collapses runs of whitespace to one space and trims.
-pub fn collapse(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for word in s.split_whitespace() {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(word);
-    }
-    out
 }
 
 fn decode(s: &str) -> String {

@@ -339,11 +339,22 @@ impl Embeddings {
                 let mut capped = 0u64;
                 let pages = items::html_pages(&batch);
                 for page in &pages {
-                    let visible = text::visible_text(&page.body);
+                    let mut visible = text::visible_text(&page.body);
+                    // Only the first chunks are embedded: tokenize no more text than they can
+                    // hold (a token is rarely more than 16 bytes), so a huge page costs little.
+                    let keep = max * window * 16;
+                    let cut_short = visible.len() > keep;
+                    if cut_short {
+                        let mut cut = keep;
+                        while !visible.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        visible.truncate(cut);
+                    }
                     let offsets = m.token_offsets(&visible);
                     let pieces = text::chunks(&visible, &offsets, window, overlap, max);
                     let step = window.saturating_sub(overlap).max(1);
-                    if max > 0 && offsets.len() > (max - 1) * step + window {
+                    if cut_short || (max > 0 && offsets.len() > (max - 1) * step + window) {
                         capped += 1;
                     }
                     for (i, piece) in pieces.into_iter().enumerate() {

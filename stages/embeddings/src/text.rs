@@ -5,6 +5,7 @@ use std::rc::Rc;
 
 use lol_html::html_content::EndTag;
 use lol_html::{doc_text, element, HtmlRewriter, MemorySettings, Settings};
+use sluice_web::text::collapse;
 
 /// Elements whose content is not visible text.
 const HIDDEN: &str = "script, style, noscript, template, svg, math, iframe, object, canvas, head";
@@ -88,18 +89,6 @@ pub fn visible_text(html: &str) -> String {
     let body = out.borrow();
     let all = format!("{} {}", title.as_str(), body.as_str());
     collapse(&html_escape::decode_html_entities(&all))
-}
-
-/// Collapses runs of whitespace to one space and trims.
-pub fn collapse(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for word in s.split_whitespace() {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(word);
-    }
-    out
 }
 
 /// Cuts `text` into pieces of at most `window` tokens, each starting `window - overlap`

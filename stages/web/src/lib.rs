@@ -12,6 +12,7 @@
 //!   or a [`Reject`] with a stable machine code.
 //! - [`domain`]: eTLD+1 lookup through the Public Suffix List, which is
 //!   bundled into the binary at build time (`data/public_suffix_list.dat`).
+//! - [`text`]: text as the stages store it (whitespace collapsed).
 //!
 //! ```
 //! use sluice_web::{normalize_str, registrable_domain, NormalizeOptions};
@@ -29,6 +30,7 @@
 
 pub mod domain;
 pub mod normalize;
+pub mod text;
 
 pub use domain::{registrable_domain, registrable_domain_of};
 pub use normalize::{normalize, normalize_str, NormalizeOptions, Reject};
