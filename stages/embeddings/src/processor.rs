@@ -203,9 +203,10 @@ impl Embeddings {
         let mut vectors: HashMap<String, Arc<[f32]>> = HashMap::new();
         let mut missing: Vec<String> = Vec::new();
         {
+            let mut asked: HashSet<&str> = HashSet::new();
             let mut cache = self.cache.lock().expect("cache poisoned");
             for r in &rows {
-                if vectors.contains_key(&r.text) || missing.contains(&r.text) {
+                if !asked.insert(&r.text) {
                     continue;
                 }
                 match cache.get(&r.text) {
