@@ -188,9 +188,15 @@ async fn points(storage: &Storage) -> Vec<Point> {
             "target_domain",
             "crawled_at",
         ];
-        let mut s = sluice_tables::read_columns(storage, &path, &columns, 4096)
-            .await
-            .unwrap();
+        let mut s = sluice_tables::read_columns(
+            storage,
+            &path,
+            &sluice_tables::embeddings_schema(),
+            &columns,
+            4096,
+        )
+        .await
+        .unwrap();
         while let Some(b) = s.try_next().await.unwrap() {
             use arrow::array::AsArray;
             // Columns come in the file's order, so by name.

@@ -595,3 +595,123 @@ async fn a_missing_model_is_a_clear_error_and_a_live_not_ready_stage() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+fn html_page(url: &str, body: &str) -> sluice_topics::Page {
+    sluice_topics::Page {
+        url: url.into(),
+        final_url: url.into(),
+        redirects: vec![],
+        status: Some(200),
+        content_type: Some("text/html".into()),
+        charset: Some("UTF-8".into()),
+        fetched_at_ms: 1_700_000_000_000,
+        fetch_ms: 1,
+        headers: Default::default(),
+        body: Some(body.into()),
+        body_bytes: body.len() as u64,
+        truncated: false,
+        error: None,
+        depth: 0,
+        domain: "a.test".into(),
+        source: None,
+        links_out: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_twice_in_a_batch_and_a_missing_pages_file_neither_stall_nor_dead_letter() {
+    let s = servers();
+    let id = unique("embdup");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let yaml = format!(
+        r#"name: {id}
+broker: {broker}
+services:
+  chroma: {chroma}
+  storage: {data}
+dead_letter: dlq-{id}
+topics:
+  anchor-batches-{id}: {{ partitions: 1, type: table-batch }}
+  dlq-{id}: {{ partitions: 1 }}
+stages:
+  embeddings:
+    kind: embeddings
+    input: anchor-batches-{id}
+    collection: {id}
+    embed_pages: true
+"#,
+        broker = s.broker,
+        chroma = chroma_url(),
+        data = data.display(),
+    );
+    let file = write_pipeline(dir.path(), &yaml);
+    assert!(common::sluice()
+        .args(["topics", "create", "-f"])
+        .arg(&file)
+        .status()
+        .unwrap()
+        .success());
+    let storage = Storage::open(data.to_str().unwrap()).unwrap();
+    // Batch 0: the same page twice (two URLs that redirected to it), with its anchors file.
+    let name0 = "pages-p0-00000000000000000000-00000000000000000001.parquet";
+    let page = html_page(
+        "http://a.test/same",
+        "<html><title>Same</title><p>Identical text on both records.</p></html>",
+    );
+    let mut rows = sluice_tables::PageRows::new();
+    rows.push(&page, 0, 0);
+    rows.push(&page, 0, 1);
+    let mut w =
+        TableWriter::create(&storage, table::PAGES, name0, sluice_tables::pages_schema()).unwrap();
+    w.write(&rows.finish()).await.unwrap();
+    w.finish(storage.table_file(table::PAGES, name0))
+        .await
+        .unwrap();
+    let anchors0 = write_anchors(&storage, name0, 0, 5).await;
+    // Batch 1: an anchors file whose pages file is gone.
+    let name1 = "pages-p0-00000000000000000002-00000000000000000003.parquet";
+    let anchors1 = write_anchors(&storage, name1, 1, 7).await;
+    let producer = KafkaBus::new(&s.broker, Default::default())
+        .producer()
+        .unwrap();
+    for (i, path) in [anchors0, anchors1].into_iter().enumerate() {
+        let m = TableBatch {
+            table: "anchors".into(),
+            path,
+            rows: 0,
+            bytes: 0,
+            source_topic: "pages".into(),
+            partition: 0,
+            first_offset: 2 * i as i64,
+            last_offset: 2 * i as i64 + 1,
+            schema_version: 1,
+            created_at_ms: 0,
+            counts: Default::default(),
+        };
+        producer
+            .send(OutRecord::new(format!("anchor-batches-{id}"), m.encode()))
+            .await
+            .unwrap();
+    }
+    let mut stage = StageProcess::spawn(&file, "embeddings", &dir.path().join("run.log"));
+    let bus: Arc<dyn Bus> = Arc::new(KafkaBus::new(&s.broker, Default::default()));
+    common::wait_caught_up(
+        &bus,
+        "embeddings",
+        &format!("anchor-batches-{id}"),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(stage.terminate().success());
+    let chroma = Chroma::new(&chroma_url(), &id);
+    // 5 + 7 anchors, and the page's one chunk once.
+    assert_eq!(chroma.count().await.unwrap(), 13);
+    let dead = common::read_all(&bus, &format!("dlq-{id}"), Duration::from_secs(2)).await;
+    assert!(dead.is_empty(), "nothing dead-lettered");
+    let pages = query(
+        &file,
+        "SELECT count(*) AS n FROM embeddings WHERE kind = 'page'",
+    );
+    assert_eq!(pages[0]["n"].as_u64(), Some(1));
+}

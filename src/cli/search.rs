@@ -113,7 +113,9 @@ pub async fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.k > 0, "-k must be at least 1");
     let pipeline = super::load::pipeline(&a.pipeline)?;
     let settings = stage_settings(&pipeline, a.stage.as_deref())?;
-    let spec = settings.model();
+    // One query: one session is enough (the stage's default is one per core).
+    let mut spec = settings.model();
+    spec.sessions = Some(1);
     let model = tokio::task::spawn_blocking(move || Embedder::shared(&spec)).await??;
     let text = a.query.clone();
     let vector = tokio::task::spawn_blocking(move || model.embed(&[text.as_str()], 1))

@@ -16,8 +16,8 @@ use sluice_bus::{OutRecord, Record};
 use sluice_runtime::metrics::StageMetrics;
 use sluice_runtime::stage::{Processor, StageError};
 use sluice_tables::{
-    anchors_schema, read_columns, table, AnchorRow, AnchorRows, ReadError, Storage, TableWriter,
-    ANCHORS_SCHEMA_VERSION,
+    anchors_schema, pages_schema, read_columns, table, AnchorRow, AnchorRows, ReadError, Storage,
+    TableWriter, ANCHORS_SCHEMA_VERSION,
 };
 use sluice_topics::{Contract, TableBatch};
 use sluice_web::domain::registrable_domain_of;
@@ -156,7 +156,7 @@ impl Processor for Anchors {
             ));
         }
         let source = self.storage.resolve(&manifest.path);
-        let mut stream = read_columns(&self.storage, &source, &COLUMNS, READ_ROWS)
+        let mut stream = read_columns(&self.storage, &source, &pages_schema(), &COLUMNS, READ_ROWS)
             .await
             .map_err(read_error)?;
 

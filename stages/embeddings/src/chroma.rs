@@ -102,12 +102,17 @@ impl Chroma {
         &self.name
     }
 
-    fn error(&self, e: impl std::fmt::Display) -> ChromaError {
-        let message = e.to_string();
+    /// Classifies a failure of `what`. Only a request the server found malformed (400, 413,
+    /// 422) is the batch's fault; anything else — no connection, a timeout, 5xx, and also
+    /// 401/403/404 (a proxy or server set up wrong, a collection deleted under us) — is an
+    /// outage to wait out, so no batch is dead-lettered for it.
+    fn error(&self, what: &str, e: impl std::fmt::Display) -> ChromaError {
+        let raw = e.to_string();
         // The crate reports HTTP failures as "<status> <reason>: <body>".
-        let status = message.get(..3).and_then(|s| s.parse::<u16>().ok());
+        let status = raw.get(..3).and_then(|s| s.parse::<u16>().ok());
+        let message = format!("{what}: {raw}");
         match status {
-            Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => ChromaError::Rejected {
+            Some(400 | 413 | 422) => ChromaError::Rejected {
                 url: self.url.clone(),
                 message,
             },
@@ -125,8 +130,8 @@ impl Chroma {
     ) -> Result<T, ChromaError> {
         match tokio::time::timeout(TIMEOUT, f).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.error(format!("{what}: {e}"))),
-            Err(_) => Err(self.error(format!("{what}: no answer within {TIMEOUT:?}"))),
+            Ok(Err(e)) => Err(self.error(what, e)),
+            Err(_) => Err(self.error(what, format!("no answer within {TIMEOUT:?}"))),
         }
     }
 
@@ -138,9 +143,15 @@ impl Chroma {
             .get(&url)
             .send()
             .await
-            .map_err(|e| self.error(format!("heartbeat: {e}")))?;
+            .map_err(|e| ChromaError::Unavailable {
+                url: self.url.clone(),
+                message: format!("heartbeat: {e}"),
+            })?;
         if !resp.status().is_success() {
-            return Err(self.error(format!("{} heartbeat", resp.status())));
+            return Err(ChromaError::Unavailable {
+                url: self.url.clone(),
+                message: format!("heartbeat: {}", resp.status()),
+            });
         }
         Ok(())
     }
@@ -200,7 +211,7 @@ impl Chroma {
             *conn = Some(self.connect().await?);
         }
         let result = f(conn.as_ref().expect("connected")).await;
-        if matches!(result, Err(ChromaError::Unavailable { .. })) {
+        if result.is_err() {
             *conn = None;
         }
         result
@@ -211,14 +222,19 @@ impl Chroma {
         self.with(async |_| Ok(())).await
     }
 
-    /// Upserts `points` in batches of at most `batch` (and the server's limit). Ids must be
-    /// unique within the call.
+    /// Upserts `points` in batches of at most `batch` (and the server's limit). A repeated id
+    /// keeps its first point (Chroma refuses a request with repeated ids).
     pub async fn upsert(&self, points: &[Point], batch: usize) -> Result<(), ChromaError> {
-        if points.is_empty() {
+        let mut ids = std::collections::HashSet::new();
+        let unique: Vec<&Point> = points
+            .iter()
+            .filter(|p| ids.insert(p.id.as_str()))
+            .collect();
+        if unique.is_empty() {
             return Ok(());
         }
         self.with(async |c| {
-            for part in points.chunks(batch.clamp(1, c.max_batch)) {
+            for part in unique.chunks(batch.clamp(1, c.max_batch)) {
                 let entries = CollectionEntries {
                     ids: part.iter().map(|p| p.id.as_str()).collect(),
                     embeddings: Some(part.iter().map(|p| p.vector.clone()).collect()),

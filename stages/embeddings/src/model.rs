@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use fastembed::{
     InitOptionsUserDefined, Pooling, QuantizationMode, TextEmbedding, TokenizerFiles,
@@ -313,7 +313,8 @@ impl Embedder {
         let workers = self.sessions.len().min(batches.len());
         let run = |session: &Mutex<TextEmbedding>| -> Result<Share, String> {
             let mut out = Vec::new();
-            let mut model = session.lock().expect("model poisoned");
+            // A session is not left half-updated by a panic in a run: keep using it.
+            let mut model = session.lock().unwrap_or_else(PoisonError::into_inner);
             loop {
                 let b = next.fetch_add(1, Ordering::Relaxed);
                 let Some(batch) = batches.get(b) else {
@@ -323,6 +324,14 @@ impl Embedder {
                 let vectors = model
                     .embed(&chunk, Some(chunk.len()))
                     .map_err(|e| e.to_string())?;
+                if vectors.len() != chunk.len() || vectors.iter().any(|v| v.len() != EMBEDDING_DIMS)
+                {
+                    return Err(format!(
+                        "the model returned {} vectors for {} texts",
+                        vectors.len(),
+                        chunk.len()
+                    ));
+                }
                 out.extend(batch.iter().copied().zip(vectors));
             }
         };

@@ -18,8 +18,8 @@ use sluice_runtime::health::Health;
 use sluice_runtime::metrics::StageMetrics;
 use sluice_runtime::stage::{Processor, StageError};
 use sluice_tables::{
-    embeddings_schema, read_columns, table, EmbeddingRow, EmbeddingRows, ReadError, Storage,
-    TableWriter, EMBEDDINGS_SCHEMA_VERSION,
+    anchors_schema, embeddings_schema, pages_schema, read_columns, table, EmbeddingRow,
+    EmbeddingRows, ReadError, Storage, TableWriter, EMBEDDINGS_SCHEMA_VERSION,
 };
 use sluice_topics::{Contract, TableBatch};
 
@@ -287,26 +287,28 @@ impl Embeddings {
         &self,
         model: &Arc<Embedder>,
         manifest: &TableBatch,
+        seen: &mut HashSet<u128>,
         sinks: &mut Sinks,
         tally: &mut Tally,
     ) -> Result<(), StageError> {
         let source = self.storage.resolve(&manifest.path);
-        let mut stream = read_columns(&self.storage, &source, &ANCHOR_COLUMNS, READ_ROWS)
-            .await
-            .map_err(read_error("the anchors file"))?;
-        let mut seen = HashSet::new();
+        let mut stream = read_columns(
+            &self.storage,
+            &source,
+            &anchors_schema(),
+            &ANCHOR_COLUMNS,
+            READ_ROWS,
+        )
+        .await
+        .map_err(read_error("the anchors file"))?;
         while let Some(batch) = stream
             .try_next()
             .await
             .map_err(read_error("the anchors file"))?
         {
             tally.add("anchors", batch.num_rows() as u64);
-            let rows = items::anchor_rows(
-                &batch,
-                self.settings.min_chars,
-                &mut seen,
-                &mut tally.skipped,
-            );
+            let rows =
+                items::anchor_rows(&batch, self.settings.min_chars, seen, &mut tally.skipped);
             self.embed_rows(model, rows, sinks, tally).await?;
         }
         Ok(())
@@ -316,13 +318,30 @@ impl Embeddings {
         &self,
         model: &Arc<Embedder>,
         file_name: &str,
+        seen: &mut HashSet<u128>,
         sinks: &mut Sinks,
         tally: &mut Tally,
     ) -> Result<(), StageError> {
         let source = self.storage.table_file(table::PAGES, file_name);
-        let mut stream = read_columns(&self.storage, &source, &PAGE_COLUMNS, READ_PAGES)
-            .await
-            .map_err(read_error("the pages file"))?;
+        let opened = read_columns(
+            &self.storage,
+            &source,
+            &pages_schema(),
+            &PAGE_COLUMNS,
+            READ_PAGES,
+        )
+        .await;
+        // The anchors are worth keeping without the pages (the pages file may have been
+        // removed or replaced): skipped and counted, not dead-lettered.
+        let mut stream = match opened {
+            Ok(s) => s,
+            Err(ReadError::Outage(e)) => return Err(storage_error(e)),
+            Err(ReadError::Unreadable(e)) => {
+                tracing::warn!(file = %source, error = %e, "pages file not embedded");
+                tally.add("pages_unreadable", 1);
+                return Ok(());
+            }
+        };
         while let Some(batch) = stream
             .try_next()
             .await
@@ -330,8 +349,9 @@ impl Embeddings {
         {
             let m = model.clone();
             let (window, overlap, max) = (
-                // The model adds [CLS] and [SEP].
-                self.settings.chunk_tokens - 2,
+                // The model adds [CLS] and [SEP]; a chunk starting inside a word may take a
+                // token more when tokenized on its own: a little room for that.
+                self.settings.chunk_tokens - 4,
                 self.settings.chunk_overlap,
                 self.settings.max_chunks_per_page,
             );
@@ -366,6 +386,14 @@ impl Embeddings {
             })
             .await
             .map_err(task_error)?;
+            // The same page twice in a pages file (two URLs redirecting to it, a replayed
+            // record) gives the same chunk ids: embedded once.
+            let before = rows.len();
+            let rows: Vec<EmbeddingRow> = rows
+                .into_iter()
+                .filter(|r| seen.insert(u128::from_str_radix(&r.id, 16).expect("hex id")))
+                .collect();
+            tally.skipped.duplicate += (before - rows.len()) as u64;
             tally.add("pages", pages);
             tally.add("page_chunks", rows.len() as u64);
             tally.add("pages_capped", capped);
@@ -411,10 +439,12 @@ impl Processor for Embeddings {
         };
         let mut tally = Tally::default();
         let result: Result<(), StageError> = async {
-            self.embed_anchors(&model, &manifest, &mut sinks, &mut tally)
+            // Ids already taken in this file (anchors and page chunks).
+            let mut seen = HashSet::new();
+            self.embed_anchors(&model, &manifest, &mut seen, &mut sinks, &mut tally)
                 .await?;
             if self.settings.embed_pages {
-                self.embed_pages(&model, &file_name, &mut sinks, &mut tally)
+                self.embed_pages(&model, &file_name, &mut seen, &mut sinks, &mut tally)
                     .await?;
             }
             if sinks.rows.rows() > 0 {

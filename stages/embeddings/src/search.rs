@@ -9,7 +9,7 @@ use arrow::datatypes::Float32Type;
 use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::{json, Value};
-use sluice_tables::{read_columns, table, Storage};
+use sluice_tables::{embeddings_schema, read_columns, table, Storage};
 
 use crate::chroma::Chroma;
 
@@ -184,7 +184,7 @@ pub async fn search_table(
             continue;
         }
         let path = storage.table_file(table::EMBEDDINGS, &name);
-        let mut stream = read_columns(storage, &path, &COLUMNS, 4096)
+        let mut stream = read_columns(storage, &path, &embeddings_schema(), &COLUMNS, 4096)
             .await
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         while let Some(batch) = stream

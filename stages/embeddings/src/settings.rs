@@ -124,6 +124,12 @@ impl sluice_config::Validate for Settings {
                 "chunk_overlap must be less than half of chunk_tokens".into(),
             ));
         }
+        if !(1..=1024).contains(&self.max_chunks_per_page) {
+            return Err((
+                "max_chunks_per_page",
+                "max_chunks_per_page must be between 1 and 1024".into(),
+            ));
+        }
         if self.upsert_batch == 0 {
             return Err(("upsert_batch", "upsert_batch must be at least 1".into()));
         }

@@ -8,7 +8,9 @@ use lol_html::{doc_text, element, HtmlRewriter, MemorySettings, Settings};
 use sluice_web::text::collapse;
 
 /// Elements whose content is not visible text.
-const HIDDEN: &str = "script, style, noscript, template, svg, math, iframe, object, canvas, head";
+/// (`head` itself is not: lol_html cannot see a `</head>` a page leaves out, and its visible
+/// parts are handled one by one anyway.)
+const HIDDEN: &str = "script, style, noscript, template, svg, math, iframe, object, canvas";
 
 /// Memory lol_html may use per page.
 const PARSER_MEMORY: usize = 16 << 20;
@@ -132,6 +134,14 @@ mod tests {
         assert_eq!(
             visible_text(html),
             "The Title Heading First para & more. Second line"
+        );
+    }
+
+    #[test]
+    fn a_page_without_end_of_head_keeps_its_body() {
+        assert_eq!(
+            visible_text("<html><head><title>T</title><meta charset=utf-8><body><p>Body text</p>"),
+            "T Body text"
         );
     }
 

@@ -1,5 +1,6 @@
 //! Reading some columns of one table file, a few rows at a time, from any store.
 
+use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -35,10 +36,13 @@ fn classify(e: ParquetError) -> ReadError {
     ReadError::Unreadable(format!("cannot read the file: {e}"))
 }
 
-/// The named `columns` of the Parquet file at `path`, in batches of `batch_rows` rows.
+/// The named `columns` of the Parquet file at `path`, in batches of `batch_rows` rows (in the
+/// file's column order: look columns up by name). Each column must have its type in `table`
+/// (the table's schema), so readers can downcast without checking.
 pub async fn read_columns(
     storage: &Storage,
     path: &Path,
+    table: &Schema,
     columns: &[&str],
     batch_rows: usize,
 ) -> Result<BoxStream<'static, Result<RecordBatch, ReadError>>, ReadError> {
@@ -50,10 +54,20 @@ pub async fn read_columns(
     let roots: Vec<usize> = columns
         .iter()
         .map(|c| {
-            builder
+            let i = builder
                 .schema()
                 .index_of(c)
-                .map_err(|_| ReadError::Unreadable(format!("the file has no `{c}` column")))
+                .map_err(|_| ReadError::Unreadable(format!("the file has no `{c}` column")))?;
+            let found = builder.schema().field(i).data_type();
+            if let Ok(want) = table.field_with_name(c) {
+                if !found.equals_datatype(want.data_type()) {
+                    return Err(ReadError::Unreadable(format!(
+                        "column `{c}` is {found}, expected {}",
+                        want.data_type()
+                    )));
+                }
+            }
+            Ok(i)
         })
         .collect::<Result<_, _>>()?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
