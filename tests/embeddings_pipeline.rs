@@ -433,7 +433,8 @@ topics:
   anchor-batches-{id}: {{ partitions: 1, type: table-batch }}
   dlq-{id}: {{ partitions: 1 }}
 stages:
-  embeddings:
+  # A stage (and so consumer group) name of its own: the tests of this file run at once.
+  embeddings-outage:
     kind: embeddings
     input: anchor-batches-{id}
     collection: {id}
@@ -477,12 +478,16 @@ stages:
             .unwrap();
     }
     let log = dir.path().join("run.log");
-    let mut stage = StageProcess::spawn(&file, "embeddings", &log);
+    let mut stage = StageProcess::spawn(&file, "embeddings-outage", &log);
 
     // Kill Chroma as soon as the first points arrive.
     let deadline = Instant::now() + Duration::from_secs(120);
     while chroma.count().await.unwrap_or(0) == 0 {
-        assert!(Instant::now() < deadline, "no upsert reached chroma");
+        assert!(
+            Instant::now() < deadline,
+            "no upsert reached chroma; stage log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = server.kill();
@@ -509,7 +514,7 @@ stages:
     let bus: Arc<dyn Bus> = Arc::new(KafkaBus::new(&s.broker, Default::default()));
     common::wait_caught_up(
         &bus,
-        "embeddings",
+        "embeddings-outage",
         &format!("anchor-batches-{id}"),
         Duration::from_secs(300),
     )
@@ -635,7 +640,7 @@ topics:
   anchor-batches-{id}: {{ partitions: 1, type: table-batch }}
   dlq-{id}: {{ partitions: 1 }}
 stages:
-  embeddings:
+  embeddings-dup:
     kind: embeddings
     input: anchor-batches-{id}
     collection: {id}
@@ -694,11 +699,11 @@ stages:
             .await
             .unwrap();
     }
-    let mut stage = StageProcess::spawn(&file, "embeddings", &dir.path().join("run.log"));
+    let mut stage = StageProcess::spawn(&file, "embeddings-dup", &dir.path().join("run.log"));
     let bus: Arc<dyn Bus> = Arc::new(KafkaBus::new(&s.broker, Default::default()));
     common::wait_caught_up(
         &bus,
-        "embeddings",
+        "embeddings-dup",
         &format!("anchor-batches-{id}"),
         Duration::from_secs(120),
     )
