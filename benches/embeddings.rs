@@ -223,7 +223,7 @@ async fn points(storage: &Storage) -> Vec<Point> {
                 };
                 out.push(Point {
                     id: row.id.clone(),
-                    vector: v.values().to_vec(),
+                    vector: v.values().to_vec().into(),
                     metadata: sluice_stage_embeddings::point_metadata(&row),
                     text: row.text,
                 });

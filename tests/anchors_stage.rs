@@ -17,28 +17,6 @@ use sluice_tables::{pages_schema, table, PageRows, Storage, TableWriter};
 use sluice_topics::{Contract, Page, TableBatch};
 use tokio_util::sync::CancellationToken;
 
-fn page(url: &str, content_type: &str, body: &str) -> Page {
-    Page {
-        url: url.into(),
-        final_url: url.into(),
-        redirects: vec![],
-        status: Some(200),
-        content_type: Some(content_type.into()),
-        charset: Some("UTF-8".into()),
-        fetched_at_ms: 1_700_000_000_000,
-        fetch_ms: 1,
-        headers: Default::default(),
-        body: Some(body.into()),
-        body_bytes: body.len() as u64,
-        truncated: false,
-        error: None,
-        depth: 0,
-        domain: "a.test".into(),
-        source: None,
-        links_out: 0,
-    }
-}
-
 async fn write_pages(storage: &Storage, name: &str, pages: &[Page]) -> String {
     let mut rows = PageRows::new();
     for (i, p) in pages.iter().enumerate() {
@@ -79,18 +57,18 @@ async fn good_bad_and_unreadable_batches() {
         &storage,
         "pages-p0-00000000000000000000-00000000000000000002.parquet",
         &[
-            page(
+            common::page(
                 "http://a.test/",
                 "text/html",
                 r#"<a href="/x">X &amp; Y</a><a href="javascript:go()">js</a><a href="mailto:a@a.test">m</a>
                    <a href="https://b.test/y#frag"><img alt="B logo"></a><a href="">e</a>"#,
             ),
-            page(
+            common::page(
                 "http://a.test/bad",
                 "text/html",
                 "<a href='/ok'>fine</a>\u{0}\u{1}<<<<div <a <a href=\"/after\">after garbage<table><a href=/unclosed>",
             ),
-            page("http://a.test/file.pdf", "application/pdf", "%PDF <a href='/no'>no</a>"),
+            common::page("http://a.test/file.pdf", "application/pdf", "%PDF <a href='/no'>no</a>"),
         ],
     )
     .await;

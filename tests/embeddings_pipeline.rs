@@ -384,6 +384,24 @@ async fn write_anchors(storage: &Storage, name: &str, file: usize, n: usize) -> 
     storage.relative(&written.path)
 }
 
+/// The manifest of an anchors file at `path` covering offsets `first..=last` of `pages`.
+fn anchors_manifest(path: String, first: i64, last: i64) -> Vec<u8> {
+    TableBatch {
+        table: "anchors".into(),
+        path,
+        rows: 0,
+        bytes: 0,
+        source_topic: "pages".into(),
+        partition: 0,
+        first_offset: first,
+        last_offset: last,
+        schema_version: 1,
+        created_at_ms: 0,
+        counts: Default::default(),
+    }
+    .encode()
+}
+
 fn start_chroma(port: u16, data: &Path) -> std::process::Child {
     let bin =
         std::env::var("SLUICE_TEST_CHROMA_BIN").expect("SLUICE_TEST_CHROMA_BIN: run tests/run.sh");
@@ -459,21 +477,9 @@ stages:
     for f in 0..files {
         let name = format!("anchors-p0-{f:020}-{f:020}.parquet");
         let path = write_anchors(&storage, &name, f, per_file).await;
-        let m = TableBatch {
-            table: "anchors".into(),
-            path,
-            rows: per_file as u64,
-            bytes: 0,
-            source_topic: "pages".into(),
-            partition: 0,
-            first_offset: f as i64,
-            last_offset: f as i64,
-            schema_version: 1,
-            created_at_ms: 0,
-            counts: Default::default(),
-        };
+        let m = anchors_manifest(path, f as i64, f as i64);
         producer
-            .send(OutRecord::new(format!("anchor-batches-{id}"), m.encode()))
+            .send(OutRecord::new(format!("anchor-batches-{id}"), m))
             .await
             .unwrap();
     }
@@ -601,28 +607,6 @@ async fn a_missing_model_is_a_clear_error_and_a_live_not_ready_stage() {
     let _ = child.wait();
 }
 
-fn html_page(url: &str, body: &str) -> sluice_topics::Page {
-    sluice_topics::Page {
-        url: url.into(),
-        final_url: url.into(),
-        redirects: vec![],
-        status: Some(200),
-        content_type: Some("text/html".into()),
-        charset: Some("UTF-8".into()),
-        fetched_at_ms: 1_700_000_000_000,
-        fetch_ms: 1,
-        headers: Default::default(),
-        body: Some(body.into()),
-        body_bytes: body.len() as u64,
-        truncated: false,
-        error: None,
-        depth: 0,
-        domain: "a.test".into(),
-        source: None,
-        links_out: 0,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_twice_in_a_batch_and_a_missing_pages_file_neither_stall_nor_dead_letter() {
     let s = servers();
@@ -660,8 +644,9 @@ stages:
     let storage = Storage::open(data.to_str().unwrap()).unwrap();
     // Batch 0: the same page twice (two URLs that redirected to it), with its anchors file.
     let name0 = "pages-p0-00000000000000000000-00000000000000000001.parquet";
-    let page = html_page(
+    let page = common::page(
         "http://a.test/same",
+        "text/html",
         "<html><title>Same</title><p>Identical text on both records.</p></html>",
     );
     let mut rows = sluice_tables::PageRows::new();
@@ -681,21 +666,9 @@ stages:
         .producer()
         .unwrap();
     for (i, path) in [anchors0, anchors1].into_iter().enumerate() {
-        let m = TableBatch {
-            table: "anchors".into(),
-            path,
-            rows: 0,
-            bytes: 0,
-            source_topic: "pages".into(),
-            partition: 0,
-            first_offset: 2 * i as i64,
-            last_offset: 2 * i as i64 + 1,
-            schema_version: 1,
-            created_at_ms: 0,
-            counts: Default::default(),
-        };
+        let m = anchors_manifest(path, 2 * i as i64, 2 * i as i64 + 1);
         producer
-            .send(OutRecord::new(format!("anchor-batches-{id}"), m.encode()))
+            .send(OutRecord::new(format!("anchor-batches-{id}"), m))
             .await
             .unwrap();
     }

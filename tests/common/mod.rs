@@ -92,6 +92,29 @@ pub fn query(file: &Path, sql: &str) -> Vec<serde_json::Value> {
     ])
 }
 
+/// A fetched page record of `a.test` (status 200), for writing pages files directly.
+pub fn page(url: &str, content_type: &str, body: &str) -> sluice_topics::Page {
+    sluice_topics::Page {
+        url: url.into(),
+        final_url: url.into(),
+        redirects: vec![],
+        status: Some(200),
+        content_type: Some(content_type.into()),
+        charset: Some("UTF-8".into()),
+        fetched_at_ms: 1_700_000_000_000,
+        fetch_ms: 1,
+        headers: Default::default(),
+        body: Some(body.into()),
+        body_bytes: body.len() as u64,
+        truncated: false,
+        error: None,
+        depth: 0,
+        domain: "a.test".into(),
+        source: None,
+        links_out: 0,
+    }
+}
+
 /// A stage process, killed (SIGKILL) when dropped.
 pub struct StageProcess {
     pub child: Child,

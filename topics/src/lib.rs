@@ -18,7 +18,7 @@ mod url_in;
 
 pub use crawl_url::CrawlUrl;
 pub use page::{FetchError, Page, Redirect};
-pub use table_batch::TableBatch;
+pub use table_batch::{DerivedFile, TableBatch};
 pub use url_in::UrlIn;
 
 /// A message type that travels on a topic.

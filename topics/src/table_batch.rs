@@ -43,6 +43,57 @@ impl Contract for TableBatch {
     }
 }
 
+/// What a finished file of a derived table holds, for [`TableBatch::derived`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedFile {
+    /// The table.
+    pub table: String,
+    /// Path relative to the storage root.
+    pub path: String,
+    /// Rows.
+    pub rows: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Version of the table's schema.
+    pub schema_version: u32,
+    /// When it was written, in milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Stage-specific counts.
+    pub counts: std::collections::BTreeMap<String, u64>,
+}
+
+impl TableBatch {
+    /// Decodes a manifest that must be of `table`; the error is a dead-letter code and reason.
+    pub fn decode_of(bytes: &[u8], table: &str) -> Result<Self, (&'static str, String)> {
+        let m = Self::decode(bytes)
+            .map_err(|e| (e.code(), format!("undecodable table-batch message: {e}")))?;
+        if m.table != table {
+            return Err((
+                "wrong_table",
+                format!("a `{}` batch; this stage reads `{table}` batches", m.table),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// The manifest of a file made from this one's: same source topic, partition and offsets.
+    pub fn derived(&self, file: DerivedFile) -> TableBatch {
+        TableBatch {
+            table: file.table,
+            path: file.path,
+            rows: file.rows,
+            bytes: file.bytes,
+            source_topic: self.source_topic.clone(),
+            partition: self.partition,
+            first_offset: self.first_offset,
+            last_offset: self.last_offset,
+            schema_version: file.schema_version,
+            created_at_ms: file.created_at_ms,
+            counts: file.counts,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +114,25 @@ mod tests {
             counts: [("skipped_javascript".to_string(), 2)].into(),
         };
         assert_eq!(TableBatch::decode(&b.encode()).unwrap(), b);
+        assert_eq!(TableBatch::decode_of(&b.encode(), "pages").unwrap(), b);
+        assert_eq!(
+            TableBatch::decode_of(&b.encode(), "anchors").unwrap_err().0,
+            "wrong_table"
+        );
+        assert!(TableBatch::decode_of(b"{", "pages").is_err());
+        let d = b.derived(DerivedFile {
+            table: "anchors".into(),
+            path: "anchors/x.parquet".into(),
+            rows: 3,
+            bytes: 4,
+            schema_version: 2,
+            created_at_ms: 5,
+            counts: Default::default(),
+        });
+        assert_eq!((d.partition, d.first_offset, d.last_offset), (1, 0, 99));
+        assert_eq!(
+            (d.table.as_str(), d.rows, d.schema_version),
+            ("anchors", 3, 2)
+        );
     }
 }

@@ -19,7 +19,7 @@ use sluice_tables::{
     anchors_schema, pages_schema, read_columns, table, AnchorRow, AnchorRows, ReadError, Storage,
     TableWriter, ANCHORS_SCHEMA_VERSION,
 };
-use sluice_topics::{Contract, TableBatch};
+use sluice_topics::{Contract, DerivedFile, TableBatch};
 use sluice_web::domain::registrable_domain_of;
 use url::Url;
 
@@ -143,18 +143,8 @@ fn extract_batch(batch: &RecordBatch) -> Extracted {
 #[async_trait]
 impl Processor for Anchors {
     async fn process(&self, record: &Record) -> Result<Vec<OutRecord>, StageError> {
-        let manifest = TableBatch::decode(&record.value).map_err(|e| {
-            StageError::invalid(e.code(), format!("undecodable table-batch message: {e}"))
-        })?;
-        if manifest.table != table::PAGES {
-            return Err(StageError::invalid(
-                "wrong_table",
-                format!(
-                    "a `{}` batch; this stage reads `pages` batches",
-                    manifest.table
-                ),
-            ));
-        }
+        let manifest = TableBatch::decode_of(&record.value, table::PAGES)
+            .map_err(|(code, reason)| StageError::invalid(code, reason))?;
         let source = self.storage.resolve(&manifest.path);
         let mut stream = read_columns(&self.storage, &source, &pages_schema(), &COLUMNS, READ_ROWS)
             .await
@@ -209,19 +199,15 @@ impl Processor for Anchors {
         ] {
             counts.insert(k.to_string(), v);
         }
-        let out = TableBatch {
+        let out = manifest.derived(DerivedFile {
             table: table::ANCHORS.into(),
             path: self.storage.relative(&written.path),
             rows: written.rows,
             bytes: written.bytes,
-            source_topic: manifest.source_topic,
-            partition: manifest.partition,
-            first_offset: manifest.first_offset,
-            last_offset: manifest.last_offset,
             schema_version: ANCHORS_SCHEMA_VERSION,
             created_at_ms: now_ms(),
             counts,
-        };
+        });
         tracing::info!(path = %out.path, rows = out.rows, "anchors file written");
         self.metrics.event("anchors_file");
         Ok(vec![OutRecord::new(self.output.clone(), out.encode())])

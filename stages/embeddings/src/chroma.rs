@@ -43,8 +43,9 @@ pub enum ChromaError {
 pub struct Point {
     /// Deterministic id (a content hash).
     pub id: String,
-    /// The vector.
-    pub vector: Vec<f32>,
+    /// The vector (shared with the table row and the vector cache; copied only into the
+    /// request).
+    pub vector: std::sync::Arc<[f32]>,
     /// The embedded text, stored as the document.
     pub text: String,
     /// Metadata (strings and numbers).
@@ -237,7 +238,7 @@ impl Chroma {
             for part in unique.chunks(batch.clamp(1, c.max_batch)) {
                 let entries = CollectionEntries {
                     ids: part.iter().map(|p| p.id.as_str()).collect(),
-                    embeddings: Some(part.iter().map(|p| p.vector.clone()).collect()),
+                    embeddings: Some(part.iter().map(|p| p.vector.to_vec()).collect()),
                     metadatas: Some(part.iter().map(|p| p.metadata.clone()).collect()),
                     documents: Some(part.iter().map(|p| p.text.as_str()).collect()),
                 };

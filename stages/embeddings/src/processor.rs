@@ -21,7 +21,7 @@ use sluice_tables::{
     anchors_schema, embeddings_schema, pages_schema, read_columns, table, EmbeddingRow,
     EmbeddingRows, ReadError, Storage, TableWriter, EMBEDDINGS_SCHEMA_VERSION,
 };
-use sluice_topics::{Contract, TableBatch};
+use sluice_topics::{Contract, DerivedFile, TableBatch};
 
 use crate::cache::VectorCache;
 use crate::chroma::{Chroma, ChromaError, Point};
@@ -244,7 +244,7 @@ impl Embeddings {
             if self.chroma.is_some() {
                 sinks.points.push(Point {
                     id: r.id.clone(),
-                    vector: v.to_vec(),
+                    vector: v.clone(),
                     metadata: items::metadata(&r),
                     text: r.text,
                 });
@@ -406,18 +406,8 @@ impl Embeddings {
 #[async_trait]
 impl Processor for Embeddings {
     async fn process(&self, record: &Record) -> Result<Vec<OutRecord>, StageError> {
-        let manifest = TableBatch::decode(&record.value).map_err(|e| {
-            StageError::invalid(e.code(), format!("undecodable table-batch message: {e}"))
-        })?;
-        if manifest.table != table::ANCHORS {
-            return Err(StageError::invalid(
-                "wrong_table",
-                format!(
-                    "a `{}` batch; this stage reads `anchors` batches",
-                    manifest.table
-                ),
-            ));
-        }
+        let manifest = TableBatch::decode_of(&record.value, table::ANCHORS)
+            .map_err(|(code, reason)| StageError::invalid(code, reason))?;
         let model = self.model.get().await?;
         // An outage is found before any embedding work is done.
         if let Some(chroma) = &self.chroma {
@@ -469,19 +459,15 @@ impl Processor for Embeddings {
         let Some(output) = &self.output else {
             return Ok(Vec::new());
         };
-        let out = TableBatch {
+        let out = manifest.derived(DerivedFile {
             table: table::EMBEDDINGS.into(),
             path: self.storage.relative(&written.path),
             rows: written.rows,
             bytes: written.bytes,
-            source_topic: manifest.source_topic,
-            partition: manifest.partition,
-            first_offset: manifest.first_offset,
-            last_offset: manifest.last_offset,
             schema_version: EMBEDDINGS_SCHEMA_VERSION,
             created_at_ms: now_ms(),
             counts: tally.counts,
-        };
+        });
         Ok(vec![OutRecord::new(output.clone(), out.encode())])
     }
 }

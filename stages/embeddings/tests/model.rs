@@ -128,21 +128,3 @@ fn missing_files_and_wrong_checksums_are_errors_naming_the_file() {
         matches!(Embedder::load(&s).unwrap_err(), ModelError::Missing { path } if path.ends_with("model.onnx"))
     );
 }
-
-#[test]
-fn a_missing_onnx_runtime_is_an_error_not_a_panic() {
-    let mut s = spec();
-    s.onnxruntime = Some(PathBuf::from("/nonexistent/libonnxruntime.so"));
-    let e = Embedder::load(&s).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ModelError::NoRuntime { .. } | ModelError::OtherRuntime { .. }
-        ),
-        "{e}"
-    );
-    assert!(
-        e.to_string().contains("/nonexistent/libonnxruntime.so"),
-        "{e}"
-    );
-}

@@ -1,5 +1,5 @@
-//! An ONNX Runtime older than 1.24 is refused with an error, not a panic (its own test
-//! binary: a process loads one runtime). The "old runtime" is a real shared library built here
+//! A missing ONNX Runtime, and one older than 1.24, are refused with an error, not a panic
+//! (their own test binary: a process loads one runtime, and none is loaded here). The "old runtime" is a real shared library built here
 //! with the C compiler, exporting `OrtGetApiBase` with version 1.16.3, as a 1.16 build does.
 
 use std::process::Command;
@@ -15,7 +15,7 @@ const OrtApiBase* OrtGetApiBase(void) { return &base; }
 "#;
 
 #[test]
-fn an_old_onnx_runtime_is_refused_with_its_version() {
+fn a_missing_or_old_onnx_runtime_is_refused_with_an_error() {
     let model_dir =
         std::env::var("SLUICE_MODEL_DIR").expect("SLUICE_MODEL_DIR is not set: run tests/run.sh");
     let dir = tempfile::tempdir().unwrap();
@@ -31,6 +31,14 @@ fn an_old_onnx_runtime_is_refused_with_its_version() {
         .unwrap();
     assert!(status.success(), "building the stand-in library");
     let mut spec = ModelSpec::new(model_dir);
+    spec.onnxruntime = Some("/nonexistent/libonnxruntime.so".into());
+    let e = Embedder::load(&spec).unwrap_err();
+    assert!(matches!(e, ModelError::NoRuntime { .. }), "{e}");
+    assert!(
+        e.to_string().contains("/nonexistent/libonnxruntime.so"),
+        "{e}"
+    );
+
     spec.onnxruntime = Some(lib.clone());
     let e = Embedder::load(&spec).unwrap_err();
     assert!(matches!(e, ModelError::Runtime { .. }), "{e}");
