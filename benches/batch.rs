@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use sluice_bus::kafka::KafkaBus;
 use sluice_bus::{Bus, OutRecord, TopicPartition, TopicSpec};
-use sluice_runtime::kafka::KafkaBus;
 use sluice_topics::{Contract, Page};
 
 const PARTITIONS: i32 = 8;

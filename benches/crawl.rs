@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use sluice_bus::kafka::KafkaBus;
 use sluice_bus::{Bus, OutRecord, TopicPartition, TopicSpec};
-use sluice_runtime::kafka::KafkaBus;
 use sluice_topics::{Contract, CrawlUrl};
 
 fn env(name: &str) -> String {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type};
 use common::{servers, unique, write_pipeline, StageProcess};
+use sluice_bus::kafka::KafkaBus;
 use sluice_bus::{Bus, OutRecord, TopicPartition};
-use sluice_runtime::kafka::KafkaBus;
 use sluice_tables::{FileName, Storage};
 use sluice_topics::{Contract, Page};
 

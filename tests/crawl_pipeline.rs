@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use common::web::{grid_urls, FixtureWeb};
 use common::{read_all, servers, unique, wait_idle, write_pipeline, StageProcess};
+use sluice_bus::kafka::KafkaBus;
 use sluice_bus::{Bus, OutRecord};
-use sluice_runtime::kafka::KafkaBus;
 use sluice_topics::{Contract, CrawlUrl, Page};
 
 fn kafka_bus() -> Arc<dyn Bus> {

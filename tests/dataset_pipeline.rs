@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{query, read_all, servers, unique, wait_idle, write_pipeline, StageProcess};
+use sluice_bus::kafka::KafkaBus;
 use sluice_bus::{Bus, OutRecord};
-use sluice_runtime::kafka::KafkaBus;
 use sluice_topics::{Contract, Page};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

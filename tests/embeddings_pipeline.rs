@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{query, servers, sluice_json, unique, wait_idle, write_pipeline, StageProcess};
+use sluice_bus::kafka::KafkaBus;
 use sluice_bus::{Bus, OutRecord};
-use sluice_runtime::kafka::KafkaBus;
 use sluice_stage_embeddings::Chroma;
 use sluice_tables::{anchors_schema, table, AnchorRow, AnchorRows, Storage, TableWriter};
 use sluice_topics::{Contract, TableBatch};

@@ -17,8 +17,8 @@ use common::{read_topic, servers, unique, write_pipeline, StageProcess};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::Value;
+use sluice_bus::kafka::KafkaBus;
 use sluice_bus::{Bus, Record, TopicPartition};
-use sluice_runtime::kafka::KafkaBus;
 use sluice_topics::{Contract, UrlIn};
 
 /// The keys the stage process gets through `SLUICE_API_KEYS`.

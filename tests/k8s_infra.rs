@@ -13,7 +13,7 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-/// The producer's `message.max.bytes` (runtime/core/src/kafka/producer.rs): every topic must
+/// The producer's `message.max.bytes` (runtime/bus/src/kafka/producer.rs): every topic must
 /// accept a record that large.
 const PRODUCER_MAX_BYTES: u64 = 16 * 1024 * 1024;
 

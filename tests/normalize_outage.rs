@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{read_topic, servers, unique, write_pipeline, StageProcess};
+use sluice_bus::kafka::KafkaBus;
 use sluice_bus::{Bus, OutRecord};
-use sluice_runtime::kafka::KafkaBus;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::dataset::{dataset, Dataset};
 use common::{read_all, read_topic, servers, unique, wait_caught_up, write_pipeline, StageProcess};
+use sluice_bus::kafka::KafkaBus;
 use sluice_bus::{Bus, OutRecord, Record};
-use sluice_runtime::kafka::KafkaBus;
 use sluice_topics::{Contract, CrawlUrl};
 
 struct Names {

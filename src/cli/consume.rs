@@ -46,7 +46,7 @@ pub async fn run(a: ConsumeArgs) -> anyhow::Result<ExitCode> {
     if matches!(p.broker.value, Broker::Memory) {
         anyhow::bail!("broker is `memory`: the embedded bus lives inside `sluice run`; set SLUICE_BROKER to a Kafka address");
     }
-    let bus = sluice_runtime::connect::bus(&p);
+    let bus = sluice_runtime::connect::bus(&p)?;
     let group = a.group.clone().unwrap_or_else(|| {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

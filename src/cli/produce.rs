@@ -123,7 +123,7 @@ pub async fn run(a: ProduceArgs) -> anyhow::Result<ExitCode> {
             a.pipeline.file.display()
         );
     }
-    let bus = sluice_runtime::connect::bus(&p);
+    let bus = sluice_runtime::connect::bus(&p)?;
     let producer = bus.producer()?;
     let reader: Box<dyn BufRead> = if a.input == "-" {
         Box::new(std::io::stdin().lock())

@@ -33,7 +33,7 @@ pub async fn run(a: TopicsArgs) -> anyhow::Result<ExitCode> {
             "broker is `memory`: the embedded bus lives inside `sluice run` and creates its topics itself; set SLUICE_BROKER to a Kafka address"
         );
     }
-    let bus = sluice_runtime::connect::bus(&p);
+    let bus = sluice_runtime::connect::bus(&p)?;
     let results = bus
         .create_topics(&sluice_runtime::connect::topic_specs(&p))
         .await?;

@@ -1,11 +1,15 @@
 //! The message-bus contract that every Sluice stage runs on.
 //!
 //! Two implementations exist: the embedded [`memory::MemoryBus`] (one process, a laptop, tests)
-//! and the Kafka bus in `sluice-runtime` (rdkafka). Both give the same delivery semantics:
+//! and, with the `kafka` feature, `kafka::KafkaBus` (rdkafka; any Kafka-protocol broker). The
+//! feature is off by default so that a crate needing only the contract (a stage kind) does not
+//! build and link librdkafka. Both give the same delivery semantics:
 //! topics split into partitions, each an append-only log with offsets; consumers join a group
 //! and the group's partitions are spread over its members; a member commits the *next* offset
 //! to read per partition, and a member that joins later (or after a crash) resumes there.
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod memory;
 
 use std::time::Duration;

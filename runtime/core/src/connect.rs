@@ -1,19 +1,39 @@
 //! Opening the bus that pipeline.yaml names.
+//!
+//! The Kafka bus is only compiled in with this crate's `kafka` feature: stage crates depend on
+//! the runtime for its drivers and must not link librdkafka for it, while the binary that runs
+//! them turns the feature on. A build without it still runs `broker: memory` pipelines and
+//! says plainly why it cannot open a Kafka one.
 
 use std::sync::Arc;
 
 use sluice_bus::memory::MemoryBus;
-use sluice_bus::{Bus, TopicSpec};
+use sluice_bus::{Bus, BusError, TopicSpec};
 use sluice_config::{Broker, Pipeline};
 
-use crate::kafka::KafkaBus;
-
 /// The bus of `broker:` — a new embedded bus for `memory`, else a Kafka client.
-pub fn bus(p: &Pipeline) -> Arc<dyn Bus> {
+///
+/// Fails only for a Kafka broker in a build without the `kafka` feature.
+pub fn bus(p: &Pipeline) -> Result<Arc<dyn Bus>, BusError> {
     match &p.broker.value {
-        Broker::Memory => Arc::new(MemoryBus::new()),
-        Broker::Kafka { bootstrap } => Arc::new(KafkaBus::new(bootstrap, p.broker_options.clone())),
+        Broker::Memory => Ok(Arc::new(MemoryBus::new())),
+        Broker::Kafka { bootstrap } => kafka(bootstrap, p),
     }
+}
+
+#[cfg(feature = "kafka")]
+fn kafka(bootstrap: &str, p: &Pipeline) -> Result<Arc<dyn Bus>, BusError> {
+    Ok(Arc::new(sluice_bus::kafka::KafkaBus::new(
+        bootstrap,
+        p.broker_options.clone(),
+    )))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka(bootstrap: &str, _: &Pipeline) -> Result<Arc<dyn Bus>, BusError> {
+    Err(BusError::Invalid(format!(
+        "broker `{bootstrap}` is Kafka, but this build has no Kafka bus (feature `kafka` of sluice-runtime)"
+    )))
 }
 
 /// The topics the pipeline declares, as the bus wants them.

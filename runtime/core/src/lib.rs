@@ -5,7 +5,9 @@
 //! - [`runner`]: starts stages, the metrics server and readiness checks.
 //! - [`driver`]: consume → process → produce → commit, retries and dead letters.
 //! - [`batch`]: consume → batch → write a file → publish → commit, for sinks.
-//! - [`kafka`]: the Kafka bus (rdkafka); the embedded bus is `sluice_bus::memory`.
+//! - [`connect`]: the bus pipeline.yaml names. The buses themselves live in `sluice-bus`: the
+//!   embedded one always, the Kafka one with this crate's `kafka` feature (which the `sluice`
+//!   binary turns on; stage crates leave it off and do not link rdkafka).
 //! - [`services`]: shared-state services (memcached cache).
 //! - [`metrics`], [`health`], [`logging`]: telemetry.
 //!
@@ -17,7 +19,6 @@ pub mod dead_letter;
 pub mod deliver;
 pub mod driver;
 pub mod health;
-pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod offsets;

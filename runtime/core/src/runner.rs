@@ -106,7 +106,7 @@ pub async fn start(
     opts: RunOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
-    let bus = connect::bus(&pipeline);
+    let bus = connect::bus(&pipeline)?;
     let services = Services::from_pipeline(&pipeline).await?;
     start_on(bus, services, pipeline, registry, opts, shutdown).await
 }

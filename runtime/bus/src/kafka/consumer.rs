@@ -14,15 +14,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::{
+    BusError, Consumer, ConsumerEvent, Record, RevokeAck, StartFrom, SubscribeOptions,
+    TopicPartition,
+};
 use async_trait::async_trait;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use sluice_bus::{
-    BusError, Consumer, ConsumerEvent, Record, RevokeAck, StartFrom, SubscribeOptions,
-    TopicPartition,
-};
 use tokio::sync::mpsc;
 
 use super::broker_err;

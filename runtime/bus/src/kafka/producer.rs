@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
+use crate::{BusError, Delivered, OutRecord, Producer};
 use futures::future::BoxFuture;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
-use sluice_bus::{BusError, Delivered, OutRecord, Producer};
 
 use super::broker_err;
 

@@ -1,9 +1,9 @@
 //! Topic creation.
 
+use crate::{Bus, BusError, CreateOutcome, TopicSpec};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
-use sluice_bus::{Bus, BusError, CreateOutcome, TopicSpec};
 
 use super::{broker_err, KafkaBus, QUERY_TIMEOUT};
 

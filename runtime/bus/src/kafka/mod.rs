@@ -1,5 +1,8 @@
 //! The Kafka bus, through rdkafka (librdkafka). Plain Kafka client code: it runs against
 //! Apache Kafka, Redpanda or any Kafka-protocol broker.
+//!
+//! Only built with the `kafka` feature, since librdkafka is a large C build that crates which
+//! need only the bus contract (stage kinds) should not pay for.
 
 mod admin;
 mod consumer;
@@ -8,14 +11,14 @@ mod producer;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::{
+    Bus, BusError, Consumer, CreateOutcome, Producer, SubscribeOptions, TopicPartition, TopicSpec,
+};
 use async_trait::async_trait;
 use indexmap::IndexMap;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::TopicPartitionList;
-use sluice_bus::{
-    Bus, BusError, Consumer, CreateOutcome, Producer, SubscribeOptions, TopicPartition, TopicSpec,
-};
 
 pub use consumer::KafkaConsumer;
 pub use producer::KafkaProducer;
@@ -32,7 +35,7 @@ pub struct KafkaBus {
     meta: OnceLock<Arc<BaseConsumer>>,
 }
 
-pub(crate) fn broker_err(e: impl std::fmt::Display) -> BusError {
+fn broker_err(e: impl std::fmt::Display) -> BusError {
     BusError::Broker(e.to_string())
 }
 
@@ -94,7 +97,7 @@ impl KafkaBus {
     /// Base client configuration: bootstrap servers plus the user's options.
     /// Config for consumers and admin clients: `broker_options` minus producer-only
     /// properties (librdkafka warns about each one it ignores).
-    pub(crate) fn client_config(&self) -> ClientConfig {
+    fn client_config(&self) -> ClientConfig {
         self.config_without(PRODUCER_ONLY)
     }
 
