@@ -4,10 +4,13 @@
 //! before it lets go, and the new owner replays whatever was not committed. So a partition stays
 //! with its member as long as that member still reads the topic and the balance allows it.
 //! Balanced second: partitions without a (valid) owner go to the least-loaded member, then single
-//! partitions move off any member holding two or more than another eligible member, until none
-//! does. Nothing random and no clock: the outcome follows from the history of joins and leaves
-//! alone, so tests can predict it.
+//! partitions move from the most loaded member to the least loaded one while they differ by two
+//! or more. Taking from the busiest first means that, among members reading the same topics, a
+//! join moves only what the joiner needs and a leave moves only the leaver's partitions: no
+//! member gives some away and takes others in the same rebalance. Nothing random and no clock:
+//! the outcome follows from the history of joins and leaves alone, so tests can predict it.
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
 
 /// Recomputes the target owner of every partition, in place.
@@ -35,24 +38,28 @@ pub(super) fn assign(
             }
         }
     }
-    // Each move lowers the sum of squared loads, so this ends.
+    // One partition at a time, from the most loaded member with one to spare: a member that
+    // gave one away and took another would cost two drains and two replays for nothing. Each
+    // move lowers the sum of squared loads, so this ends.
     loop {
-        let mut moved = false;
-        for (topic, target) in targets.iter_mut() {
-            let (Some(owner), Some(best)) = (**target, least_loaded(candidates(topic), &load))
-            else {
-                continue;
-            };
-            if load[&owner] > load[&best] + 1 {
-                *load.entry(owner).or_default() -= 1;
-                *load.entry(best).or_default() += 1;
-                **target = Some(best);
-                moved = true;
-            }
-        }
-        if !moved {
+        let next = targets
+            .iter()
+            .enumerate()
+            .filter_map(|(index, (topic, target))| {
+                let owner = (**target)?;
+                let best = least_loaded(candidates(topic), &load)?;
+                (load[&owner] > load[&best] + 1).then_some((load[&owner], Reverse(index), best))
+            })
+            .max();
+        let Some((_, Reverse(index), best)) = next else {
             break;
+        };
+        let target = &mut targets[index].1;
+        if let Some(owner) = **target {
+            *load.entry(owner).or_default() -= 1;
         }
+        *load.entry(best).or_default() += 1;
+        **target = Some(best);
     }
 }
 
@@ -116,6 +123,25 @@ mod tests {
         let mut l = loads(&owners, &[1, 2, 3, 4, 5]);
         l.sort_unstable();
         assert_eq!(l, vec![2, 2, 2, 3, 3]);
+    }
+
+    #[test]
+    fn a_joiner_takes_from_the_busiest_and_nobody_gives_and_takes() {
+        // Two members of 8 each; a third joins: 6/5/5 needs 5 moves, all to the joiner. Taking
+        // from whoever is above the joiner would also move one between the first two.
+        let mut owners = vec![("t", None); 16];
+        run(&[(1, &["t"]), (2, &["t"])], &mut owners);
+        for (p, owner) in owners.iter_mut().enumerate() {
+            owner.1 = Some(if p < 8 { 2 } else { 1 });
+        }
+        let before = owners.clone();
+        run(&[(1, &["t"]), (2, &["t"]), (3, &["t"])], &mut owners);
+        let moved: Vec<usize> = (0..16).filter(|&p| owners[p] != before[p]).collect();
+        assert_eq!(moved.len(), 5, "{owners:?}");
+        assert!(moved.iter().all(|&p| owners[p].1 == Some(3)), "{owners:?}");
+        let mut l = loads(&owners, &[1, 2, 3]);
+        l.sort_unstable();
+        assert_eq!(l, vec![5, 5, 6]);
     }
 
     #[test]
