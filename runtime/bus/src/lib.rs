@@ -7,6 +7,32 @@
 //! topics split into partitions, each an append-only log with offsets; consumers join a group
 //! and the group's partitions are spread over its members; a member commits the *next* offset
 //! to read per partition, and a member that joins later (or after a crash) resumes there.
+//!
+//! # Rebalancing: cooperative and sticky, on both buses
+//!
+//! When members join or leave a group, its partitions are redistributed with Kafka's
+//! incremental cooperative protocol (KIP-429) and a sticky assignor: the memory bus models it,
+//! and the Kafka bus asks librdkafka for it (`partition.assignment.strategy=cooperative-sticky`).
+//! It suits stages that hold work in flight, since a rebalance interrupts only the partitions
+//! that move. What a [`Consumer`] reports, on either bus:
+//!
+//! - **Sticky.** A partition stays with its member unless balance needs it elsewhere: a join takes
+//!   only what the joiner needs, a leave moves only the leaver's partitions.
+//! - **Incremental.** [`ConsumerEvent::Revoked`] names only the partitions leaving this member,
+//!   and [`ConsumerEvent::Assigned`] only those arriving. Partitions it does not name keep being
+//!   read, without a pause, through the rebalance.
+//! - **Handover after the answer.** A revoked member gets no more records of those partitions.
+//!   The group waits for its [`RevokeAck`] (at most the rebalance timeout), commits the offsets it
+//!   answers with, and only then hands the partitions to their new owner, which reads on from the
+//!   committed offsets. Unless a member overruns the rebalance timeout (or, on Kafka, its
+//!   session), no partition is worked on by two members at once.
+//! - **Leaving.** A member that closes, is dropped or dies gives its partitions up without a
+//!   `Revoked` event (it commits before closing); whatever it did not commit is read again by the
+//!   next owner (at-least-once). A member that is still running but lost its partitions to the
+//!   group (Kafka: a missed session) gets `Revoked`, and its answer is not committed.
+//!
+//! An eager strategy set through Kafka `broker_options` (`roundrobin`, `range`) keeps this
+//! contract, except that every rebalance then revokes everything and hands most of it back.
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -176,9 +202,11 @@ pub struct SubscribeOptions {
 /// Something the consumer reports, in order.
 #[derive(Debug)]
 pub enum ConsumerEvent {
-    /// These partitions are now this member's; their records follow.
+    /// These partitions are now this member's, in addition to those it holds already (only the
+    /// new ones are named); their records follow.
     Assigned(Vec<TopicPartition>),
-    /// These partitions are being taken away. The consumer delivers no more of their records
+    /// These partitions are being taken away; the member keeps the others it holds (only the
+    /// leaving ones are named). The consumer delivers no more of their records
     /// and waits until the receiver answers through `ack` with the offsets to commit (possibly
     /// none), commits them, and only then lets the group move the partitions on. Dropping the
     /// ack without answering commits nothing.
@@ -233,6 +261,10 @@ pub trait Producer: Send + Sync {
 
 /// A group member reading records. One task drives it; `next()` must be cancel-safe (a
 /// dropped `next()` future loses nothing), since the driver polls it inside `select!`.
+///
+/// Its group events follow the cooperative rebalance protocol of the crate docs: assignments and
+/// revocations name only the partitions that change hands, and a revocation completes only once
+/// it is answered (or its timeout passes).
 #[async_trait::async_trait]
 pub trait Consumer: Send + Sync {
     /// The next event. Waits while nothing is available; only `Err(Closed)` ends the stream.

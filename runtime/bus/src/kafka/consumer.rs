@@ -1,147 +1,36 @@
-//! A group consumer driven by a dedicated poll thread.
+//! A group member driven by a dedicated poll thread.
 //!
-//! librdkafka runs rebalance callbacks inside `poll`. To drain in-flight work before giving
-//! partitions away, the revoke callback must block until the stage has finished and committed
-//! — which would stall an async executor thread. So polling happens on a thread of its own:
-//! it forwards records into a bounded channel (pausing the partitions when the stage falls
-//! behind, so polling — and group membership — continues), and in the revoke callback it
-//! hands a [`ConsumerEvent::Revoked`] to the stage, waits for the offsets, and commits them
-//! synchronously before librdkafka lets the partitions go.
+//! librdkafka runs rebalance callbacks inside `poll`, and ours blocks until the stage has
+//! drained the partitions it is giving up (see [`super::rebalance`]) — which would stall an
+//! async executor thread. So polling happens on a thread of its own, which forwards records into
+//! a bounded channel and throttles by polling less when the stage falls behind (never by pausing
+//! partitions), so that polling, and with it group membership, goes on.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::{
-    BusError, Consumer, ConsumerEvent, Record, RevokeAck, StartFrom, SubscribeOptions,
-    TopicPartition,
-};
 use async_trait::async_trait;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use super::broker_err;
+use super::rebalance::{offsets_tpl, GroupContext};
+use crate::{
+    BusError, Consumer, ConsumerEvent, Record, StartFrom, SubscribeOptions, TopicPartition,
+};
 
-/// How long a revocation waits for the stage to drain; Kafka's own rebalance timeout
-/// (max.poll.interval.ms) bounds it anyway.
-const REVOKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Records polled ahead of the stage before polling waits for it.
 const LOCAL_QUEUE: usize = 1_000;
 /// A stage that took nothing for this long is stalled: poll once to serve group events.
 const STALLED_AFTER: Duration = Duration::from_secs(2);
 
-struct Ctx {
-    events: mpsc::Sender<ConsumerEvent>,
-    /// Records polled but not yet handed to the stage.
-    pending: Mutex<VecDeque<Record>>,
-    /// Next offset expected per assigned partition. librdkafka re-delivers records after a
-    /// pause/resume (seen on tansu); handing them out again would process them twice.
-    next_offset: Mutex<HashMap<TopicPartition, i64>>,
-}
-
-impl ClientContext for Ctx {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        tracing::warn!(%error, reason, "kafka consumer error");
-    }
-}
-
-fn tpl_to_vec(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
-    tpl.elements()
-        .iter()
-        .map(|e| TopicPartition::new(e.topic(), e.partition()))
-        .collect()
-}
-
-fn offsets_tpl(offsets: &[(TopicPartition, i64)]) -> Result<TopicPartitionList, BusError> {
-    let mut tpl = TopicPartitionList::new();
-    for (tp, o) in offsets {
-        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*o))
-            .map_err(broker_err)?;
-    }
-    Ok(tpl)
-}
-
-impl ConsumerContext for Ctx {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
-        };
-        let partitions = tpl_to_vec(tpl);
-        if partitions.is_empty() {
-            return;
-        }
-        {
-            let mut next = self.next_offset.lock().expect("positions poisoned");
-            for tp in &partitions {
-                next.remove(tp);
-            }
-        }
-        // Records not yet handed out are simply re-read by the next owner.
-        self.pending
-            .lock()
-            .expect("pending poisoned")
-            .retain(|r| !partitions.contains(&r.topic_partition()));
-        let (tx, mut rx) = tokio::sync::oneshot::channel();
-        let event = ConsumerEvent::Revoked {
-            partitions: partitions.clone(),
-            ack: RevokeAck(tx),
-        };
-        if self.events.blocking_send(event).is_err() {
-            return; // the stage is gone (closing): it committed already.
-        }
-        let deadline = Instant::now() + REVOKE_TIMEOUT;
-        let offsets = loop {
-            match rx.try_recv() {
-                Ok(o) => break o,
-                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => break Vec::new(),
-                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
-                    if Instant::now() > deadline {
-                        tracing::warn!(?partitions, "stage did not drain in time; not committing");
-                        break Vec::new();
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        };
-        if offsets.is_empty() {
-            return;
-        }
-        match offsets_tpl(&offsets) {
-            Ok(tpl) => {
-                if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-                    tracing::warn!(error = %e, "commit on revoke failed");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "bad offsets on revoke"),
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let partitions = tpl_to_vec(tpl);
-            {
-                // A new assignment starts at the committed offsets, whatever came before.
-                let mut next = self.next_offset.lock().expect("positions poisoned");
-                for tp in &partitions {
-                    next.remove(tp);
-                }
-            }
-            tracing::info!(?partitions, "partitions assigned");
-            let _ = self
-                .events
-                .blocking_send(ConsumerEvent::Assigned(partitions));
-        }
-    }
-}
-
 /// A member of a Kafka consumer group.
 pub struct KafkaConsumer {
-    consumer: Arc<BaseConsumer<Ctx>>,
+    consumer: Arc<BaseConsumer<GroupContext>>,
     events: mpsc::Receiver<ConsumerEvent>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -162,8 +51,10 @@ impl KafkaConsumer {
                     StartFrom::Latest => "latest",
                 },
             );
+        // Incremental rebalancing, like the memory bus: a member joining or leaving moves only
+        // the partitions it must, and nobody else stops reading (see `super::rebalance`).
         if config.get("partition.assignment.strategy").is_none() {
-            config.set("partition.assignment.strategy", "roundrobin");
+            config.set("partition.assignment.strategy", "cooperative-sticky");
         }
         // If the group leader cannot read a topic's metadata while assigning (a busy or
         // starting broker), every member gets nothing, and only a metadata change triggers a
@@ -172,12 +63,9 @@ impl KafkaConsumer {
         if config.get("topic.metadata.refresh.interval.ms").is_none() {
             config.set("topic.metadata.refresh.interval.ms", "10000");
         }
-        let ctx = Ctx {
-            events: tx.clone(),
-            pending: Mutex::new(VecDeque::new()),
-            next_offset: Mutex::new(HashMap::new()),
-        };
-        let consumer: BaseConsumer<Ctx> = config.create_with_context(ctx).map_err(broker_err)?;
+        let ctx = GroupContext::new(tx.clone());
+        let consumer: BaseConsumer<GroupContext> =
+            config.create_with_context(ctx).map_err(broker_err)?;
         let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(broker_err)?;
         let consumer = Arc::new(consumer);
@@ -223,7 +111,11 @@ fn to_record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
     }
 }
 
-fn poll_loop(consumer: &BaseConsumer<Ctx>, tx: &mpsc::Sender<ConsumerEvent>, stop: &AtomicBool) {
+fn poll_loop(
+    consumer: &BaseConsumer<GroupContext>,
+    tx: &mpsc::Sender<ConsumerEvent>,
+    stop: &AtomicBool,
+) {
     let mut last_error: Option<Instant> = None;
     let mut last_progress = Instant::now();
     while !stop.load(Ordering::Relaxed) {

@@ -7,6 +7,7 @@
 mod admin;
 mod consumer;
 mod producer;
+mod rebalance;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
