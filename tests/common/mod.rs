@@ -61,7 +61,7 @@ pub fn write_pipeline(dir: &Path, yaml: &str) -> PathBuf {
 pub fn sluice() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
     c.env("SLUICE_LOG_FORMAT", "text")
-        .env("RUST_LOG", "warn,sluice_runtime=info");
+        .env("RUST_LOG", "warn,sluice_runtime=info,sluice_bus=info");
     c
 }
 
