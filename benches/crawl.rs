@@ -231,10 +231,11 @@ stages:
         producer.send(r).await.unwrap();
     }
     let token = tokio_util::sync::CancellationToken::new();
+    let p = Arc::new(p);
     let running = start_on(
         bus.clone(),
-        Services::in_memory(),
-        Arc::new(p),
+        Services::in_memory(&p),
+        p.clone(),
         &registry,
         RunOptions {
             stages: vec![],

@@ -71,10 +71,11 @@ async fn crawl(yaml: &str, seeds: &[&str]) -> (HashMap<String, Page>, Vec<CrawlU
             .unwrap_or_else(|d| panic!("{d}"));
     let bus: Arc<dyn Bus> = Arc::new(sluice_bus::memory::MemoryBus::new());
     let token = CancellationToken::new();
+    let p = Arc::new(p);
     let running = start_on(
         bus.clone(),
-        Services::in_memory(),
-        Arc::new(p),
+        Services::in_memory(&p),
+        p.clone(),
         &registry(),
         RunOptions {
             stages: vec![],

@@ -102,14 +102,15 @@ stages:
     registry.register(sluice_stage_crawl::Kind);
     let (p, _) = sluice_config::load_str_validated(&yaml, "outage.yaml", &[], &|_| None, &registry)
         .unwrap_or_else(|d| panic!("{d}"));
-    let services = Services {
-        cache: Arc::new(MemoryCache::new()),
-        slots: Slots::new(Arc::new(
+    let services = Services::with(
+        &p,
+        Arc::new(MemoryCache::new()),
+        Slots::new(Arc::new(
             EtcdSlots::connect(&[format!("http://127.0.0.1:{etcd_port}")], "/outage")
                 .await
                 .unwrap(),
         )),
-    };
+    );
     let bus: Arc<dyn Bus> = Arc::new(sluice_bus::memory::MemoryBus::new());
     let token = CancellationToken::new();
     let running = start_on(

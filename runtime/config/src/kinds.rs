@@ -1,6 +1,7 @@
 //! How the runtime describes stage kinds to the validator.
 
 use crate::diagnostic::Diagnostic;
+use crate::model::{Pipeline, StageSpec};
 use crate::node::Node;
 
 /// An output port of a stage kind.
@@ -15,7 +16,9 @@ pub struct PortInfo {
     pub required: bool,
 }
 
-/// Everything the validator needs to know about one stage kind.
+/// What the validator and the renderers know about one stage kind: its name and the shape of
+/// its edges. Its settings are checked through [`KindCatalog::check_settings`], so a kind
+/// states them once, as a type.
 #[derive(Debug, Clone)]
 pub struct KindInfo {
     /// The name used in `kind:`.
@@ -27,9 +30,6 @@ pub struct KindInfo {
     pub input: Option<&'static str>,
     /// Output ports, including `output` if the kind has one.
     pub outputs: Vec<PortInfo>,
-    /// Check the kind-specific settings (a map without the common and port
-    /// fields); typically [`check_with::<Settings>`](crate::check_with).
-    pub check_settings: fn(&Node) -> Result<(), Vec<Diagnostic>>,
 }
 
 impl KindInfo {
@@ -39,30 +39,72 @@ impl KindInfo {
     }
 }
 
+/// Checks a stage's kind-specific settings: the map without the common and port fields.
+pub type SettingsCheck = fn(&Node) -> Result<(), Vec<Diagnostic>>;
+
 /// The set of stage kinds a runtime knows.
 pub trait KindCatalog {
     /// Describe the kind called `name`, if known.
     fn kind(&self, name: &str) -> Option<KindInfo>;
     /// All known kind names (for "unknown kind" messages and listings).
     fn kind_names(&self) -> Vec<&'static str>;
+    /// Checks the settings of a stage of kind `name` (a known kind), reporting every problem
+    /// at its position.
+    fn check_settings(&self, name: &str, settings: &Node) -> Result<(), Vec<Diagnostic>>;
+    /// Checks a stage of kind `name` whose settings passed [`KindCatalog::check_settings`]
+    /// against the rest of the pipeline (settings it must share with another stage).
+    fn check_in_pipeline(
+        &self,
+        name: &str,
+        stage: &StageSpec,
+        settings: &Node,
+        pipeline: &Pipeline,
+    ) -> Vec<Diagnostic> {
+        let _ = (name, stage, settings, pipeline);
+        Vec::new()
+    }
 }
 
-impl KindCatalog for [KindInfo] {
+/// A kind described by data alone: its [`KindInfo`] and a settings check, typically
+/// [`check_with::<Settings>`](crate::check_with). For catalogs without a runtime (tests,
+/// tools); the runtime's registry derives both from a typed kind.
+#[derive(Debug, Clone)]
+pub struct StaticKind {
+    /// What the kind looks like.
+    pub info: KindInfo,
+    /// How its settings are checked.
+    pub check: SettingsCheck,
+}
+
+impl KindCatalog for [StaticKind] {
     fn kind(&self, name: &str) -> Option<KindInfo> {
-        self.iter().find(|k| k.name == name).cloned()
+        self.iter()
+            .find(|k| k.info.name == name)
+            .map(|k| k.info.clone())
     }
 
     fn kind_names(&self) -> Vec<&'static str> {
-        self.iter().map(|k| k.name).collect()
+        self.iter().map(|k| k.info.name).collect()
+    }
+
+    fn check_settings(&self, name: &str, settings: &Node) -> Result<(), Vec<Diagnostic>> {
+        match self.iter().find(|k| k.info.name == name) {
+            Some(k) => (k.check)(settings),
+            None => Ok(()),
+        }
     }
 }
 
-impl KindCatalog for Vec<KindInfo> {
+impl KindCatalog for Vec<StaticKind> {
     fn kind(&self, name: &str) -> Option<KindInfo> {
         self.as_slice().kind(name)
     }
 
     fn kind_names(&self) -> Vec<&'static str> {
         self.as_slice().kind_names()
+    }
+
+    fn check_settings(&self, name: &str, settings: &Node) -> Result<(), Vec<Diagnostic>> {
+        self.as_slice().check_settings(name, settings)
     }
 }

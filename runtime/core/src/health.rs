@@ -5,8 +5,10 @@
 //! Connect's `/ready`, so Kubernetes stops routing to a pod whose memcached is gone.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -84,6 +86,39 @@ impl Health {
         let c = self.components.lock().expect("health poisoned");
         serde_json::to_value(&*c).unwrap_or_default()
     }
+}
+
+/// How often [`watch`] pings a service by default.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Registers `component` (not ready until its first ping) and pings it every `interval` until
+/// `shutdown`, so `/readyz` reflects an outage even while no record is being processed. The
+/// one health loop of the process: every service a stage depends on, and the broker, use it.
+pub fn watch<F, Fut, E>(
+    component: &str,
+    interval: Duration,
+    ping: F,
+    health: &Health,
+    shutdown: &CancellationToken,
+) where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: std::fmt::Display,
+{
+    health.register(component);
+    let (component, health, shutdown) = (component.to_string(), health.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        loop {
+            match ping().await {
+                Ok(()) => health.ready(&component),
+                Err(e) => health.not_ready(&component, e),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    });
 }
 
 #[derive(Clone)]

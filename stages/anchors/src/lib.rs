@@ -18,11 +18,11 @@ mod processor;
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use sluice_config::{KindInfo, PortInfo};
 use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
-use sluice_tables::Storage;
 use sluice_topics::{Contract, TableBatch};
 
 pub use extract::{collapse, extract, Anchor, PageAnchors, Skipped};
@@ -31,12 +31,16 @@ pub use processor::Anchors;
 /// `anchors` has no settings of its own yet; unknown fields are errors.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {}
+pub struct Settings {}
+
+impl sluice_config::Validate for Settings {}
 
 /// The `anchors` stage kind.
 pub struct Kind;
 
 impl StageKind for Kind {
+    type Settings = Settings;
+
     fn info(&self) -> KindInfo {
         KindInfo {
             name: "anchors",
@@ -47,16 +51,20 @@ impl StageKind for Kind {
                 message_type: TableBatch::TYPE,
                 required: true,
             }],
-            check_settings: sluice_config::check_with::<Settings>,
         }
     }
 
-    fn build(&self, ctx: StageContext) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
+    fn build(
+        &self,
+        _settings: Settings,
+        ctx: StageContext,
+    ) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
         Box::pin(async move {
-            let _: Settings = ctx.settings()?;
-            let storage = Storage::open(&ctx.pipeline.services.storage.value)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let output = ctx.output_topic("output")?;
+            let storage = ctx
+                .services
+                .storage()
+                .context("opening the dataset's storage")?;
+            let output = ctx.output("output")?;
             Ok(StageImpl::Processor(Arc::new(Anchors::new(
                 storage,
                 output,

@@ -18,10 +18,10 @@ mod sink;
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use futures::future::BoxFuture;
 use sluice_config::{KindInfo, PortInfo};
 use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
-use sluice_tables::Storage;
 use sluice_topics::{Contract, Page, TableBatch};
 
 pub use settings::Settings;
@@ -31,6 +31,8 @@ pub use sink::PagesSink;
 pub struct Kind;
 
 impl StageKind for Kind {
+    type Settings = Settings;
+
     fn info(&self) -> KindInfo {
         KindInfo {
             name: "parquet-batch",
@@ -41,18 +43,20 @@ impl StageKind for Kind {
                 message_type: TableBatch::TYPE,
                 required: true,
             }],
-            check_settings: sluice_config::check_validated::<Settings>,
         }
     }
 
-    fn build(&self, ctx: StageContext) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
+    fn build(
+        &self,
+        settings: Settings,
+        ctx: StageContext,
+    ) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
         Box::pin(async move {
-            let settings: Settings = ctx.settings()?;
-            sluice_config::Validate::validate(&settings)
-                .map_err(|(_, m)| anyhow::anyhow!("stage `{}`: {m}", ctx.name))?;
-            let spec = &ctx.pipeline.services.storage;
-            let storage = Storage::open(&spec.value).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let output = ctx.output_topic("output")?;
+            let storage = ctx
+                .services
+                .storage()
+                .context("opening the dataset's storage")?;
+            let output = ctx.output("output")?;
             Ok(StageImpl::Batch(Arc::new(PagesSink::new(
                 storage, output, &settings,
             ))))

@@ -28,6 +28,8 @@ pub use settings::Settings;
 pub struct Kind;
 
 impl StageKind for Kind {
+    type Settings = Settings;
+
     fn info(&self) -> KindInfo {
         KindInfo {
             name: "ingest",
@@ -38,19 +40,17 @@ impl StageKind for Kind {
                 message_type: UrlIn::TYPE,
                 required: true,
             }],
-            check_settings: |node| {
-                sluice_config::from_node::<Settings>(node)
-                    .map(|_| ())
-                    .map_err(|d| vec![d])
-            },
         }
     }
 
-    fn build(&self, ctx: StageContext) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
+    fn build(
+        &self,
+        settings: Settings,
+        ctx: StageContext,
+    ) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
         Box::pin(async move {
-            let settings: Settings = ctx.settings()?;
             let keys = keys::ApiKeys::load(&settings)?;
-            let output = ctx.output_topic("output")?;
+            let output = ctx.output("output")?;
             Ok(StageImpl::Source(Box::new(server::Ingest {
                 settings,
                 keys,

@@ -35,3 +35,4 @@ impl Default for Settings {
         }
     }
 }
+impl sluice_config::Validate for Settings {}

@@ -5,13 +5,13 @@
 //! every URL on once per `recrawl_after` as a [`CrawlUrl`] keyed by registrable domain — so
 //! one domain's URLs share a partition, and the crawl stage that owns it owns its politeness.
 //!
-//! Files: `settings.rs` (pipeline.yaml fields), `dedup.rs` (the memcached claim protocol),
-//! `processor.rs` (one record in, at most one out).
+//! Files: `settings.rs` (pipeline.yaml fields), `processor.rs` (one record in, at most one
+//! out). The memcached claim protocol is the recrawl clock's (`sluice-recrawl`), which this
+//! stage owns: the crawl stage it feeds marks the same clock with the same settings.
 //!
 //! [`UrlIn`]: sluice_topics::UrlIn
 //! [`CrawlUrl`]: sluice_topics::CrawlUrl
 
-mod dedup;
 mod processor;
 mod settings;
 
@@ -19,11 +19,10 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use sluice_config::{KindInfo, PortInfo};
-use sluice_runtime::services::watch::watch_cache;
+use sluice_recrawl::Dedup;
 use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
 use sluice_topics::{Contract, CrawlUrl, UrlIn};
 
-pub use dedup::{Claim, Dedup};
 pub use processor::NormalizeDedup;
 pub use settings::Settings;
 
@@ -31,9 +30,11 @@ pub use settings::Settings;
 pub struct Kind;
 
 impl StageKind for Kind {
+    type Settings = Settings;
+
     fn info(&self) -> KindInfo {
         KindInfo {
-            name: "normalize-dedup",
+            name: sluice_recrawl::OWNER_KIND,
             summary: "normalize URLs, key them by registrable domain, pass each on once per recrawl interval",
             input: Some(UrlIn::TYPE),
             outputs: vec![PortInfo {
@@ -41,25 +42,22 @@ impl StageKind for Kind {
                 message_type: CrawlUrl::TYPE,
                 required: true,
             }],
-            check_settings: |node| {
-                sluice_config::from_node::<Settings>(node)
-                    .map(|_| ())
-                    .map_err(|d| vec![d])
-            },
         }
     }
 
-    fn build(&self, ctx: StageContext) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
+    fn build(
+        &self,
+        settings: Settings,
+        ctx: StageContext,
+    ) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
         Box::pin(async move {
-            let settings: Settings = ctx.settings()?;
-            let output = ctx.output_topic("output")?;
+            let output = ctx.output("output")?;
             if settings.dedup {
-                watch_cache(
-                    "memcached",
-                    ctx.services.cache.clone(),
-                    ctx.health.clone(),
-                    ctx.shutdown.clone(),
-                );
+                let cache = ctx.services.cache.clone();
+                ctx.watch("memcached", move || {
+                    let cache = cache.clone();
+                    async move { cache.ping().await }
+                });
             }
             let dedup = Dedup::new(
                 ctx.services.cache.clone(),
