@@ -20,6 +20,7 @@
 //! record to its last. Scrapy discovers the same pages by following links from the index; its
 //! rate is responses per second from its first response to its last.
 
+#[path = "../tests/common/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};

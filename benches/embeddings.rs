@@ -10,6 +10,7 @@
 //! set SLUICE_TEST_DOCSITE_ROOT, SLUICE_MODEL_DIR and SLUICE_TEST_CHROMA and run
 //! `cargo bench --bench embeddings`.
 
+#[path = "../tests/common/mod.rs"]
 mod support;
 
 use std::path::Path;

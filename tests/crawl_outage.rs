@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 use common::web::FixtureWeb;
 use sluice_bus::{Bus, OutRecord};
 use sluice_runtime::registry::Registry;
-use sluice_runtime::runner::{start_on, RunOptions};
 use sluice_runtime::services::{EtcdSlots, MemoryCache, Services, Slots};
 use sluice_topics::{Contract, CrawlUrl};
-use tokio_util::sync::CancellationToken;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -111,21 +109,8 @@ stages:
                 .unwrap(),
         )),
     );
-    let bus: Arc<dyn Bus> = Arc::new(sluice_bus::memory::MemoryBus::new());
-    let token = CancellationToken::new();
-    let running = start_on(
-        bus.clone(),
-        services,
-        Arc::new(p),
-        &registry,
-        RunOptions {
-            stages: vec![],
-            metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        },
-        token.clone(),
-    )
-    .await
-    .unwrap();
+    let running = common::start_embedded(p, &registry, Some(services)).await;
+    let (bus, token) = (running.bus.clone(), running.shutdown.clone());
     let base = format!("http://{}", running.metrics_addr);
     let producer = bus.producer().unwrap();
     let paths = [

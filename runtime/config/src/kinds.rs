@@ -33,6 +33,47 @@ pub struct KindInfo {
 }
 
 impl KindInfo {
+    /// A kind without input or outputs yet; add them with the methods below:
+    /// `KindInfo::new("crawl", "...").input(CrawlUrl::TYPE).output("output", Page::TYPE)`.
+    pub fn new(name: &'static str, summary: &'static str) -> Self {
+        Self {
+            name,
+            summary,
+            input: None,
+            outputs: Vec::new(),
+        }
+    }
+
+    /// Reads messages of `message_type` from `input` (a source has none).
+    pub fn input(mut self, message_type: &'static str) -> Self {
+        self.input = Some(message_type);
+        self
+    }
+
+    /// Writes `message_type` to the topic in field `field`, which every stage must set.
+    pub fn output(self, field: &'static str, message_type: &'static str) -> Self {
+        self.push_port(field, message_type, true)
+    }
+
+    /// Writes `message_type` to the topic in field `field`, if the stage sets it.
+    pub fn optional_output(self, field: &'static str, message_type: &'static str) -> Self {
+        self.push_port(field, message_type, false)
+    }
+
+    fn push_port(
+        mut self,
+        field: &'static str,
+        message_type: &'static str,
+        required: bool,
+    ) -> Self {
+        self.outputs.push(PortInfo {
+            field,
+            message_type,
+            required,
+        });
+        self
+    }
+
     /// The port with the given field name.
     pub fn port(&self, field: &str) -> Option<&PortInfo> {
         self.outputs.iter().find(|p| p.field == field)

@@ -5,7 +5,6 @@
 //! Connect's `/ready`, so Kubernetes stops routing to a pod whose memcached is gone.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -91,25 +91,27 @@ impl Health {
 /// How often [`watch`] pings a service by default.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(3);
 
-/// Registers `component` (not ready until its first ping) and pings it every `interval` until
-/// `shutdown`, so `/readyz` reflects an outage even while no record is being processed. The
-/// one health loop of the process: every service a stage depends on, and the broker, use it.
-pub fn watch<F, Fut, E>(
+/// Something whose readiness [`watch`] keeps current: a service or the broker.
+pub trait Ping: Send + Sync + 'static {
+    /// One round trip; the error says what is wrong (shown on `/readyz`).
+    fn ping(&self) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// Registers `component` (not ready until its first ping) and pings `target` every `interval`
+/// until `shutdown`, so `/readyz` reflects an outage even while no record is being processed.
+/// The one health loop of the process: the broker and every service a stage depends on.
+pub fn watch<T: Ping + ?Sized>(
     component: &str,
     interval: Duration,
-    ping: F,
+    target: Arc<T>,
     health: &Health,
     shutdown: &CancellationToken,
-) where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<(), E>> + Send,
-    E: std::fmt::Display,
-{
+) {
     health.register(component);
     let (component, health, shutdown) = (component.to_string(), health.clone(), shutdown.clone());
     tokio::spawn(async move {
         loop {
-            match ping().await {
+            match target.ping().await {
                 Ok(()) => health.ready(&component),
                 Err(e) => health.not_ready(&component, e),
             }
@@ -119,6 +121,12 @@ pub fn watch<F, Fut, E>(
             }
         }
     });
+}
+
+impl Ping for dyn sluice_bus::Bus {
+    fn ping(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { sluice_bus::Bus::ping(self).await.map_err(|e| e.to_string()) })
+    }
 }
 
 #[derive(Clone)]

@@ -192,14 +192,10 @@ pub async fn start_on(
     bus.create_topics(&connect::topic_specs(&pipeline))
         .await
         .context("creating the pipeline's topics")?;
-    let watched = bus.clone();
     health::watch(
         BROKER,
         BROKER_WATCH_INTERVAL,
-        move || {
-            let bus = watched.clone();
-            async move { bus.ping().await }
-        },
+        bus.clone(),
         &health,
         &shutdown,
     );

@@ -12,6 +12,7 @@
 //!
 //! No stage holds the producer: outputs go through an [`Emitter`] on an [`Output`] port.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 pub use crate::emit::{Emitter, Output};
 
 use crate::emit::Delivery;
-use crate::health::Health;
+use crate::health::{Health, Ping};
 use crate::metrics::StageMetrics;
 use crate::services::Services;
 
@@ -207,18 +208,13 @@ impl StageContext {
         self.delivery.clone().bounded().emitter()
     }
 
-    /// Keeps `component`'s readiness current by calling `ping` every few seconds until
+    /// Keeps `component`'s readiness current by pinging `target` every few seconds until
     /// shutdown, so `/readyz` shows an outage even while no record is in work.
-    pub fn watch<F, Fut, E>(&self, component: &str, ping: F)
-    where
-        F: Fn() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<(), E>> + Send,
-        E: std::fmt::Display,
-    {
+    pub fn watch<T: Ping + ?Sized>(&self, component: &str, target: Arc<T>) {
         crate::health::watch(
             component,
             crate::health::WATCH_INTERVAL,
-            ping,
+            target,
             &self.health,
             &self.shutdown,
         );
@@ -235,12 +231,13 @@ pub trait StageKind: Send + Sync + 'static {
     type Settings: DeserializeOwned + Validate + Send + 'static;
     /// Name, message types and ports, for `validate` and the renderers.
     fn info(&self) -> KindInfo;
-    /// Builds the stage for one process. Failing here is a start-up error with context.
+    /// Builds the stage for one process (write it as an `async fn`). Failing here is a
+    /// start-up error with context.
     fn build(
         &self,
         settings: Self::Settings,
         ctx: StageContext,
-    ) -> BoxFuture<'static, anyhow::Result<StageImpl>>;
+    ) -> impl Future<Output = anyhow::Result<StageImpl>> + Send;
     /// Checks the stage against the rest of the pipeline, for settings it shares with
     /// another stage; errors name the field (reported at its line) and say why.
     fn check_in_pipeline(
@@ -276,7 +273,7 @@ pub trait DynKind: Send + Sync + 'static {
         pipeline: &Pipeline,
     ) -> Vec<Diagnostic>;
     /// Parses the settings and checks them against the pipeline, then [`StageKind::build`].
-    fn build(&self, ctx: StageContext) -> BoxFuture<'static, anyhow::Result<StageImpl>>;
+    fn build(&self, ctx: StageContext) -> BoxFuture<'_, anyhow::Result<StageImpl>>;
     /// See [`StageKind::default_concurrency`].
     fn default_concurrency(&self) -> usize;
     /// See [`StageKind::drain_timeout`].
@@ -313,7 +310,7 @@ impl<K: StageKind> DynKind for K {
         }
     }
 
-    fn build(&self, ctx: StageContext) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
+    fn build(&self, ctx: StageContext) -> BoxFuture<'_, anyhow::Result<StageImpl>> {
         let parsed = sluice_config::parse_validated::<K::Settings>(&ctx.spec.settings)
             .map_err(|d| anyhow::anyhow!("stage `{}`: {d}", ctx.name))
             .and_then(|settings| {
@@ -321,10 +318,7 @@ impl<K: StageKind> DynKind for K {
                     .map_err(|(field, m)| anyhow::anyhow!("stage `{}`: {field}: {m}", ctx.name))?;
                 Ok(settings)
             });
-        match parsed {
-            Ok(settings) => StageKind::build(self, settings, ctx),
-            Err(e) => Box::pin(async move { Err(e) }),
-        }
+        Box::pin(async move { StageKind::build(self, parsed?, ctx).await })
     }
 
     fn default_concurrency(&self) -> usize {

@@ -19,9 +19,8 @@ mod processor;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use futures::future::BoxFuture;
 use serde::Deserialize;
-use sluice_config::{KindInfo, PortInfo};
+use sluice_config::KindInfo;
 use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
 use sluice_topics::{Contract, TableBatch};
 
@@ -42,35 +41,25 @@ impl StageKind for Kind {
     type Settings = Settings;
 
     fn info(&self) -> KindInfo {
-        KindInfo {
-            name: "anchors",
-            summary: "extract every <a href> of page batches into the anchors table; publish a manifest per file",
-            input: Some(TableBatch::TYPE),
-            outputs: vec![PortInfo {
-                field: "output",
-                message_type: TableBatch::TYPE,
-                required: true,
-            }],
-        }
+        KindInfo::new(
+            "anchors",
+            "extract every <a href> of page batches into the anchors table; publish a manifest per file",
+        )
+        .input(TableBatch::TYPE)
+        .output("output", TableBatch::TYPE)
     }
 
-    fn build(
-        &self,
-        _settings: Settings,
-        ctx: StageContext,
-    ) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
-        Box::pin(async move {
-            let storage = ctx
-                .services
-                .storage()
-                .context("opening the dataset's storage")?;
-            let output = ctx.output("output")?;
-            Ok(StageImpl::Processor(Arc::new(Anchors::new(
-                storage,
-                output,
-                ctx.metrics.clone(),
-            ))))
-        })
+    async fn build(&self, _settings: Settings, ctx: StageContext) -> anyhow::Result<StageImpl> {
+        let storage = ctx
+            .services
+            .storage()
+            .context("opening the dataset's storage")?;
+        let output = ctx.output("output")?;
+        Ok(StageImpl::Processor(Arc::new(Anchors::new(
+            storage,
+            output,
+            ctx.metrics.clone(),
+        ))))
     }
 
     fn default_concurrency(&self) -> usize {

@@ -19,8 +19,7 @@ mod sink;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use futures::future::BoxFuture;
-use sluice_config::{KindInfo, PortInfo};
+use sluice_config::KindInfo;
 use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
 use sluice_topics::{Contract, Page, TableBatch};
 
@@ -34,32 +33,22 @@ impl StageKind for Kind {
     type Settings = Settings;
 
     fn info(&self) -> KindInfo {
-        KindInfo {
-            name: "parquet-batch",
-            summary: "write page records as Parquet files of the pages table; publish a manifest per file",
-            input: Some(Page::TYPE),
-            outputs: vec![PortInfo {
-                field: "output",
-                message_type: TableBatch::TYPE,
-                required: true,
-            }],
-        }
+        KindInfo::new(
+            "parquet-batch",
+            "write page records as Parquet files of the pages table; publish a manifest per file",
+        )
+        .input(Page::TYPE)
+        .output("output", TableBatch::TYPE)
     }
 
-    fn build(
-        &self,
-        settings: Settings,
-        ctx: StageContext,
-    ) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
-        Box::pin(async move {
-            let storage = ctx
-                .services
-                .storage()
-                .context("opening the dataset's storage")?;
-            let output = ctx.output("output")?;
-            Ok(StageImpl::Batch(Arc::new(PagesSink::new(
-                storage, output, &settings,
-            ))))
-        })
+    async fn build(&self, settings: Settings, ctx: StageContext) -> anyhow::Result<StageImpl> {
+        let storage = ctx
+            .services
+            .storage()
+            .context("opening the dataset's storage")?;
+        let output = ctx.output("output")?;
+        Ok(StageImpl::Batch(Arc::new(PagesSink::new(
+            storage, output, &settings,
+        ))))
     }
 }

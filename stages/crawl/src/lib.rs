@@ -35,8 +35,7 @@ mod settings;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use sluice_config::{KindInfo, PortInfo};
+use sluice_config::KindInfo;
 use sluice_config::{Pipeline, StageSpec};
 use sluice_recrawl::Dedup;
 use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
@@ -56,71 +55,51 @@ impl StageKind for Kind {
     type Settings = Settings;
 
     fn info(&self) -> KindInfo {
-        KindInfo {
-            name: "crawl",
-            summary: "fetch URLs politely (robots.txt, etcd domain slots), emit pages and discovered links",
-            input: Some(CrawlUrl::TYPE),
-            outputs: vec![
-                PortInfo {
-                    field: "output",
-                    message_type: Page::TYPE,
-                    required: true,
-                },
-                PortInfo {
-                    field: "discovered",
-                    message_type: UrlIn::TYPE,
-                    required: false,
-                },
-            ],
-        }
+        KindInfo::new(
+            "crawl",
+            "fetch URLs politely (robots.txt, etcd domain slots), emit pages and discovered links",
+        )
+        .input(CrawlUrl::TYPE)
+        .output("output", Page::TYPE)
+        .optional_output("discovered", UrlIn::TYPE)
     }
 
-    fn build(
-        &self,
-        settings: Settings,
-        ctx: StageContext,
-    ) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
-        Box::pin(async move {
-            let outputs = Outputs {
-                // Bodies waiting for the broker count against `max_pending`, so memory stays
-                // bounded whatever the broker's pace.
-                pages: ctx.output("output")?.with_budget(settings.max_pending.0),
-                discovered: ctx.optional_output("discovered"),
-            };
-            let guard = AddressGuard::new(&settings);
-            let client = client::http_client(&settings, guard.clone())?;
-            let politeness = Politeness::new(
-                ctx.services.slots.clone(),
-                Limits {
-                    per_domain: settings.per_domain_concurrency,
-                    fetch_concurrency: settings.fetch_concurrency,
-                    lease_ttl: settings.slot_lease_ttl.0,
-                    min_delay: settings.min_delay.0,
-                    max_crawl_delay: settings.max_crawl_delay.0,
-                },
-            );
-            let slots = ctx.services.slots.clone();
-            ctx.watch("etcd", move || {
-                let slots = slots.clone();
-                async move { slots.ping().await }
-            });
-            let clock = clock::resolve(&settings, &ctx.spec, &ctx.pipeline)
-                .map_err(|(field, m)| anyhow::anyhow!("stage `{}`: {field}: {m}", ctx.name))?;
-            let recrawl = Dedup::new(
-                ctx.services.cache.clone(),
-                clock.key_prefix,
-                clock.recrawl_after.0,
-            );
-            Ok(StageImpl::Processor(Arc::new(Crawler::new(
-                settings,
-                client,
-                guard,
-                politeness,
-                recrawl,
-                outputs,
-                ctx.metrics.clone(),
-            ))))
-        })
+    async fn build(&self, settings: Settings, ctx: StageContext) -> anyhow::Result<StageImpl> {
+        let outputs = Outputs {
+            // Bodies waiting for the broker count against `max_pending`, so memory stays
+            // bounded whatever the broker's pace.
+            pages: ctx.output("output")?.with_budget(settings.max_pending.0),
+            discovered: ctx.optional_output("discovered"),
+        };
+        let guard = AddressGuard::new(&settings);
+        let client = client::http_client(&settings, guard.clone())?;
+        let politeness = Politeness::new(
+            ctx.services.slots.clone(),
+            Limits {
+                per_domain: settings.per_domain_concurrency,
+                fetch_concurrency: settings.fetch_concurrency,
+                lease_ttl: settings.slot_lease_ttl.0,
+                min_delay: settings.min_delay.0,
+                max_crawl_delay: settings.max_crawl_delay.0,
+            },
+        );
+        ctx.watch("etcd", Arc::new(ctx.services.slots.clone()));
+        let clock = clock::resolve(&settings, &ctx.spec, &ctx.pipeline)
+            .map_err(|(field, m)| anyhow::anyhow!("stage `{}`: {field}: {m}", ctx.name))?;
+        let recrawl = Dedup::new(
+            ctx.services.cache.clone(),
+            clock.key_prefix,
+            clock.recrawl_after.0,
+        );
+        Ok(StageImpl::Processor(Arc::new(Crawler::new(
+            settings,
+            client,
+            guard,
+            politeness,
+            recrawl,
+            outputs,
+            ctx.metrics.clone(),
+        ))))
     }
 
     fn check_in_pipeline(

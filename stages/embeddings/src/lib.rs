@@ -31,8 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::future::BoxFuture;
-use sluice_config::{KindInfo, PortInfo};
+use sluice_config::KindInfo;
 use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
 use sluice_topics::{Contract, TableBatch};
 
@@ -52,52 +51,38 @@ impl StageKind for Kind {
     type Settings = Settings;
 
     fn info(&self) -> KindInfo {
-        KindInfo {
-            name: "embeddings",
-            summary: "embed anchor texts (and page text) of anchor batches into Chroma and the embeddings table",
-            input: Some(TableBatch::TYPE),
-            outputs: vec![PortInfo {
-                field: "output",
-                message_type: TableBatch::TYPE,
-                required: false,
-            }],
-        }
+        KindInfo::new(
+            "embeddings",
+            "embed anchor texts (and page text) of anchor batches into Chroma and the embeddings table",
+        )
+        .input(TableBatch::TYPE)
+        .optional_output("output", TableBatch::TYPE)
     }
 
-    fn build(
-        &self,
-        settings: Settings,
-        ctx: StageContext,
-    ) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
-        Box::pin(async move {
-            let storage = ctx
-                .services
-                .storage()
-                .context("opening the dataset's storage")?;
-            let output = ctx.optional_output("output");
-            let chroma = ctx.services.chroma(&settings.collection);
-            if let Some(c) = &chroma {
-                let c = c.clone();
-                ctx.watch(processor::CHROMA, move || {
-                    let c = c.clone();
-                    async move { c.heartbeat().await }
-                });
-            } else {
-                tracing::info!(stage = %ctx.name, "no chroma configured: writing the embeddings table only");
-            }
-            let model = ModelSlot::new(settings.model(), ctx.health.clone());
-            // Loaded now so a broken model shows at start-up; a failure is logged and shown
-            // on /readyz, and loading is tried again with each batch.
-            let _ = model.get().await;
-            Ok(StageImpl::Processor(Arc::new(Embeddings::new(
-                storage,
-                output,
-                settings,
-                model,
-                chroma,
-                ctx.metrics.clone(),
-            ))))
-        })
+    async fn build(&self, settings: Settings, ctx: StageContext) -> anyhow::Result<StageImpl> {
+        let storage = ctx
+            .services
+            .storage()
+            .context("opening the dataset's storage")?;
+        let output = ctx.optional_output("output");
+        let chroma = ctx.services.chroma(&settings.collection);
+        if let Some(c) = &chroma {
+            ctx.watch(processor::CHROMA, c.clone());
+        } else {
+            tracing::info!(stage = %ctx.name, "no chroma configured: writing the embeddings table only");
+        }
+        let model = ModelSlot::new(settings.model(), ctx.health.clone());
+        // Loaded now so a broken model shows at start-up; a failure is logged and shown
+        // on /readyz, and loading is tried again with each batch.
+        let _ = model.get().await;
+        Ok(StageImpl::Processor(Arc::new(Embeddings::new(
+            storage,
+            output,
+            settings,
+            model,
+            chroma,
+            ctx.metrics.clone(),
+        ))))
     }
 
     fn default_concurrency(&self) -> usize {

@@ -16,8 +16,7 @@ mod parse;
 mod server;
 mod settings;
 
-use futures::future::BoxFuture;
-use sluice_config::{KindInfo, PortInfo};
+use sluice_config::KindInfo;
 use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
 use sluice_topics::{Contract, UrlIn};
 
@@ -31,31 +30,20 @@ impl StageKind for Kind {
     type Settings = Settings;
 
     fn info(&self) -> KindInfo {
-        KindInfo {
-            name: "ingest",
-            summary: "HTTP endpoint POST /v1/urls that writes submitted URLs to a topic",
-            input: None,
-            outputs: vec![PortInfo {
-                field: "output",
-                message_type: UrlIn::TYPE,
-                required: true,
-            }],
-        }
+        KindInfo::new(
+            "ingest",
+            "HTTP endpoint POST /v1/urls that writes submitted URLs to a topic",
+        )
+        .output("output", UrlIn::TYPE)
     }
 
-    fn build(
-        &self,
-        settings: Settings,
-        ctx: StageContext,
-    ) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
-        Box::pin(async move {
-            let keys = keys::ApiKeys::load(&settings)?;
-            let output = ctx.output("output")?;
-            Ok(StageImpl::Source(Box::new(server::Ingest {
-                settings,
-                keys,
-                output,
-            })))
-        })
+    async fn build(&self, settings: Settings, ctx: StageContext) -> anyhow::Result<StageImpl> {
+        let keys = keys::ApiKeys::load(&settings)?;
+        let output = ctx.output("output")?;
+        Ok(StageImpl::Source(Box::new(server::Ingest {
+            settings,
+            keys,
+            output,
+        })))
     }
 }

@@ -17,8 +17,7 @@ mod settings;
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use sluice_config::{KindInfo, PortInfo};
+use sluice_config::KindInfo;
 use sluice_recrawl::Dedup;
 use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
 use sluice_topics::{Contract, CrawlUrl, UrlIn};
@@ -33,44 +32,30 @@ impl StageKind for Kind {
     type Settings = Settings;
 
     fn info(&self) -> KindInfo {
-        KindInfo {
-            name: sluice_recrawl::OWNER_KIND,
-            summary: "normalize URLs, key them by registrable domain, pass each on once per recrawl interval",
-            input: Some(UrlIn::TYPE),
-            outputs: vec![PortInfo {
-                field: "output",
-                message_type: CrawlUrl::TYPE,
-                required: true,
-            }],
-        }
+        KindInfo::new(
+            sluice_recrawl::OWNER_KIND,
+            "normalize URLs, key them by registrable domain, pass each on once per recrawl interval",
+        )
+        .input(UrlIn::TYPE)
+        .output("output", CrawlUrl::TYPE)
     }
 
-    fn build(
-        &self,
-        settings: Settings,
-        ctx: StageContext,
-    ) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
-        Box::pin(async move {
-            let output = ctx.output("output")?;
-            if settings.dedup {
-                let cache = ctx.services.cache.clone();
-                ctx.watch("memcached", move || {
-                    let cache = cache.clone();
-                    async move { cache.ping().await }
-                });
-            }
-            let dedup = Dedup::new(
-                ctx.services.cache.clone(),
-                settings.key_prefix.clone(),
-                settings.recrawl_after.0,
-            );
-            Ok(StageImpl::Processor(Arc::new(NormalizeDedup::new(
-                settings,
-                output,
-                dedup,
-                ctx.metrics.clone(),
-            ))))
-        })
+    async fn build(&self, settings: Settings, ctx: StageContext) -> anyhow::Result<StageImpl> {
+        let output = ctx.output("output")?;
+        if settings.dedup {
+            ctx.watch("memcached", ctx.services.cache.clone());
+        }
+        let dedup = Dedup::new(
+            ctx.services.cache.clone(),
+            settings.key_prefix.clone(),
+            settings.recrawl_after.0,
+        );
+        Ok(StageImpl::Processor(Arc::new(NormalizeDedup::new(
+            settings,
+            output,
+            dedup,
+            ctx.metrics.clone(),
+        ))))
     }
 
     fn default_concurrency(&self) -> usize {
