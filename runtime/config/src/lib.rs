@@ -69,7 +69,7 @@ pub use de::{check_validated, check_with, from_node, DeError, NodeDeserializer, 
 pub use diagnostic::{Diagnostic, Diagnostics, Origin, Pos, Severity};
 pub use duration::{serde_duration, HumanDuration};
 pub use interpolate::interpolate;
-pub use kinds::{KindCatalog, KindInfo, PortInfo};
+pub use kinds::{DeploymentInfo, KindCatalog, KindInfo, ListenPort, PortInfo, Resources};
 pub use load::{load, load_str, parse_broker, parse_host_ports, COMMON_STAGE_FIELDS};
 pub use model::{Broker, Endpoint, Pipeline, RetrySpec, Services, StageSpec, TopicSpec};
 pub use node::{Node, NodeValue, ScalarStyle};

@@ -48,6 +48,7 @@ impl StageKind for Kind {
                 required: true,
             }],
             check_settings: sluice_config::check_with::<Settings>,
+            deployment: Default::default(),
         }
     }
 

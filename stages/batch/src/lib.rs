@@ -42,6 +42,7 @@ impl StageKind for Kind {
                 required: true,
             }],
             check_settings: sluice_config::check_validated::<Settings>,
+            deployment: Default::default(),
         }
     }
 

@@ -68,6 +68,7 @@ impl StageKind for Kind {
                 },
             ],
             check_settings: sluice_config::check_validated::<Settings>,
+            deployment: Default::default(),
         }
     }
 

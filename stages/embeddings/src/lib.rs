@@ -79,6 +79,7 @@ impl StageKind for Kind {
                 required: false,
             }],
             check_settings: sluice_config::check_validated::<Settings>,
+            deployment: Default::default(),
         }
     }
 

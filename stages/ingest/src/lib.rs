@@ -22,7 +22,7 @@ use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
 use sluice_topics::{Contract, UrlIn};
 
 pub use parse::{parse_body, Parsed, Rejected};
-pub use settings::Settings;
+pub use settings::{Settings, DEFAULT_LISTEN};
 
 /// The `ingest` stage kind.
 pub struct Kind;
@@ -43,6 +43,7 @@ impl StageKind for Kind {
                     .map(|_| ())
                     .map_err(|d| vec![d])
             },
+            deployment: settings::deployment(),
         }
     }
 

@@ -46,6 +46,7 @@ impl StageKind for Kind {
                     .map(|_| ())
                     .map_err(|d| vec![d])
             },
+            deployment: Default::default(),
         }
     }
 

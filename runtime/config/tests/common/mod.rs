@@ -51,6 +51,7 @@ pub fn catalog() -> Vec<KindInfo> {
                 required: true,
             }],
             check_settings: check_with::<SourceSettings>,
+            deployment: Default::default(),
         },
         KindInfo {
             name: "normalize-dedup",
@@ -62,6 +63,7 @@ pub fn catalog() -> Vec<KindInfo> {
                 required: true,
             }],
             check_settings: check_with::<NormalizeSettings>,
+            deployment: Default::default(),
         },
         KindInfo {
             name: "crawl",
@@ -80,6 +82,7 @@ pub fn catalog() -> Vec<KindInfo> {
                 },
             ],
             check_settings: check_with::<CrawlSettings>,
+            deployment: Default::default(),
         },
         KindInfo {
             name: "sink",
@@ -87,6 +90,7 @@ pub fn catalog() -> Vec<KindInfo> {
             input: Some("Page"),
             outputs: vec![],
             check_settings: check_with::<NoSettings>,
+            deployment: Default::default(),
         },
     ]
 }
