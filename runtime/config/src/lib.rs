@@ -51,6 +51,7 @@
 mod de;
 mod diagnostic;
 mod duration;
+mod emit;
 pub mod graph;
 mod interpolate;
 mod kinds;
@@ -68,6 +69,7 @@ use std::path::Path;
 pub use de::{check_validated, check_with, from_node, DeError, NodeDeserializer, Validate};
 pub use diagnostic::{Diagnostic, Diagnostics, Origin, Pos, Severity};
 pub use duration::{serde_duration, HumanDuration};
+pub use emit::to_yaml_string;
 pub use interpolate::interpolate;
 pub use kinds::{DeploymentInfo, KindCatalog, KindInfo, ListenPort, PortInfo, Resources};
 pub use load::{load, load_str, parse_broker, parse_host_ports, COMMON_STAGE_FIELDS};
