@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub mod dataset;
 pub mod web;
+pub mod yaml;
 
 use sluice_bus::{Bus, ConsumerEvent, Record, StartFrom, SubscribeOptions, TopicPartition};
 use sluice_config::Pipeline;

@@ -21,7 +21,7 @@ use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
 use sluice_topics::{Contract, UrlIn};
 
 pub use parse::{parse_body, Parsed, Rejected};
-pub use settings::Settings;
+pub use settings::{Settings, DEFAULT_LISTEN};
 
 /// The `ingest` stage kind.
 pub struct Kind;
@@ -35,6 +35,7 @@ impl StageKind for Kind {
             "HTTP endpoint POST /v1/urls that writes submitted URLs to a topic",
         )
         .output("output", UrlIn::TYPE)
+        .deployment(settings::deployment())
     }
 
     async fn build(&self, settings: Settings, ctx: StageContext) -> anyhow::Result<StageImpl> {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use sluice_config::{check_with, HumanDuration, KindInfo, PortInfo, Spanned, StaticKind};
+use sluice_config::{check_with, HumanDuration, KindInfo, Spanned, StaticKind};
 
 /// Settings of the `http-source` kind.
 #[derive(Debug, Deserialize)]
@@ -42,58 +42,24 @@ pub struct NoSettings {}
 pub fn catalog() -> Vec<StaticKind> {
     vec![
         StaticKind {
-            info: KindInfo {
-                name: "http-source",
-                summary: "accepts URLs over HTTP",
-                input: None,
-                outputs: vec![PortInfo {
-                    field: "output",
-                    message_type: "RawUrl",
-                    required: true,
-                }],
-            },
+            info: KindInfo::new("http-source", "accepts URLs over HTTP").output("output", "RawUrl"),
             check: check_with::<SourceSettings>,
         },
         StaticKind {
-            info: KindInfo {
-                name: "normalize-dedup",
-                summary: "normalizes and deduplicates URLs",
-                input: Some("RawUrl"),
-                outputs: vec![PortInfo {
-                    field: "output",
-                    message_type: "Url",
-                    required: true,
-                }],
-            },
+            info: KindInfo::new("normalize-dedup", "normalizes and deduplicates URLs")
+                .input("RawUrl")
+                .output("output", "Url"),
             check: check_with::<NormalizeSettings>,
         },
         StaticKind {
-            info: KindInfo {
-                name: "crawl",
-                summary: "fetches pages",
-                input: Some("Url"),
-                outputs: vec![
-                    PortInfo {
-                        field: "output",
-                        message_type: "Page",
-                        required: true,
-                    },
-                    PortInfo {
-                        field: "discovered",
-                        message_type: "RawUrl",
-                        required: false,
-                    },
-                ],
-            },
+            info: KindInfo::new("crawl", "fetches pages")
+                .input("Url")
+                .output("output", "Page")
+                .optional_output("discovered", "RawUrl"),
             check: check_with::<CrawlSettings>,
         },
         StaticKind {
-            info: KindInfo {
-                name: "sink",
-                summary: "stores pages",
-                input: Some("Page"),
-                outputs: vec![],
-            },
+            info: KindInfo::new("sink", "stores pages").input("Page"),
             check: check_with::<NoSettings>,
         },
     ]
