@@ -6,6 +6,7 @@
 //! Run with `benches/run.sh --bench anchors` (it fetches the site and installs
 //! beautifulsoup4), or set SLUICE_TEST_DOCSITE_ROOT and run `cargo bench --bench anchors`.
 
+#[path = "../tests/common/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};

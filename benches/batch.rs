@@ -8,6 +8,7 @@
 //! Run with `benches/run.sh --bench batch`. SLUICE_BENCH_PAGES sets the record count (rounded
 //! to whole batches).
 
+#[path = "../tests/common/mod.rs"]
 mod support;
 
 use std::process::{Command, Stdio};

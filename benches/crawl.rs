@@ -20,6 +20,7 @@
 //! record to its last. Scrapy discovers the same pages by following links from the index; its
 //! rate is responses per second from its first response to its last.
 
+#[path = "../tests/common/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -231,10 +232,11 @@ stages:
         producer.send(r).await.unwrap();
     }
     let token = tokio_util::sync::CancellationToken::new();
+    let p = Arc::new(p);
     let running = start_on(
         bus.clone(),
-        Services::in_memory(),
-        Arc::new(p),
+        Services::in_memory(&p),
+        p.clone(),
         &registry,
         RunOptions {
             stages: vec![],

@@ -10,6 +10,7 @@
 //! set SLUICE_TEST_DOCSITE_ROOT, SLUICE_MODEL_DIR and SLUICE_TEST_CHROMA and run
 //! `cargo bench --bench embeddings`.
 
+#[path = "../tests/common/mod.rs"]
 mod support;
 
 use std::path::Path;
@@ -138,8 +139,17 @@ async fn stage_run(
         chroma,
         Metrics::new().stage("embeddings"),
     );
+    // No output port: the emitter stays empty, but the contract wants one.
+    let bus = sluice_bus::memory::MemoryBus::new();
+    let mut out = sluice_runtime::emit::Delivery::new(
+        sluice_bus::Bus::producer(&bus).unwrap(),
+        Metrics::new().stage("embeddings"),
+        Default::default(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .emitter();
     let started = Instant::now();
-    p.process(&record(path))
+    p.process(&record(path), &mut out)
         .await
         .expect("the batch is processed");
     (started.elapsed().as_secs_f64(), p)

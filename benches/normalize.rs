@@ -162,10 +162,11 @@ async fn stage_run(
     registry.register(sluice_stage_normalize::Kind);
     let (p, _) = sluice_config::load_str_validated(&yaml, "bench.yaml", &[], &|_| None, &registry)
         .unwrap_or_else(|d| panic!("{d}"));
-    let services = Services {
-        cache: Arc::new(MemcachedCache::new(&[memcached.to_string()]).unwrap()),
-        slots: sluice_runtime::services::Slots::in_memory(),
-    };
+    let services = Services::with(
+        &p,
+        Arc::new(MemcachedCache::new(&[memcached.to_string()]).unwrap()),
+        sluice_runtime::services::Slots::in_memory(),
+    );
     let token = CancellationToken::new();
     let running = start_on(
         bus.clone(),

@@ -5,17 +5,13 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray};
-use sluice_bus::{Bus, OutRecord};
+use sluice_bus::OutRecord;
 use sluice_runtime::registry::Registry;
-use sluice_runtime::runner::{start_on, RunOptions};
-use sluice_runtime::services::Services;
 use sluice_tables::{pages_schema, table, PageRows, Storage, TableWriter};
 use sluice_topics::{Contract, Page, TableBatch};
-use tokio_util::sync::CancellationToken;
 
 async fn write_pages(storage: &Storage, name: &str, pages: &[Page]) -> String {
     let mut rows = PageRows::new();
@@ -101,21 +97,8 @@ stages:
     registry.register(sluice_stage_anchors::Kind);
     let (p, _) = sluice_config::load_str_validated(&yaml, "t.yaml", &[], &|_| None, &registry)
         .unwrap_or_else(|d| panic!("{d}"));
-    let bus: Arc<dyn Bus> = Arc::new(sluice_bus::memory::MemoryBus::new());
-    let token = CancellationToken::new();
-    let running = start_on(
-        bus.clone(),
-        Services::in_memory(),
-        Arc::new(p),
-        &registry,
-        RunOptions {
-            stages: vec![],
-            metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        },
-        token.clone(),
-    )
-    .await
-    .unwrap();
+    let running = common::start_embedded(p, &registry, None).await;
+    let (bus, token) = (running.bus.clone(), running.shutdown.clone());
     let producer = bus.producer().unwrap();
     for path in [
         good.as_str(),

@@ -75,6 +75,46 @@ fn validate_reports_every_error_with_its_position() {
     assert!(err.contains("urlz"), "{err}");
 }
 
+/// The recrawl clock has one owner: the normalize-dedup stage feeding a crawl. A crawl that
+/// sets a different value is an error at that field; the same value, or none, is accepted;
+/// a crawl fed from outside sets its own.
+#[test]
+fn validate_reports_a_crawl_that_disagrees_with_its_recrawl_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_crawl = |crawl_fields: &str| {
+        format!(
+            "{VALID}    recrawl_after: 2h\n    key_prefix: \"t:\"\n  crawl:\n    kind: crawl\n    input: urls\n    output: pages\n{crawl_fields}"
+        )
+        .replace("  dlq: { partitions: 1 }\n", "  dlq: { partitions: 1 }\n  pages: { partitions: 1 }\n")
+    };
+    let file = write_pipeline(dir.path(), &with_crawl("    recrawl_after: 3h\n"));
+    let (code, err) = validate(&file, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    let f = file.display().to_string();
+    assert!(
+        err.contains(&format!("{f}:23:20: error: stage `crawl`:"))
+            && err.contains("`recrawl_after` is 3h here but 2h on stage `normalize`"),
+        "{err}"
+    );
+    let file = write_pipeline(dir.path(), &with_crawl("    key_prefix: \"other:\"\n"));
+    let (code, err) = validate(&file, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("`key_prefix`") && err.contains("normalize"),
+        "{err}"
+    );
+    for agreeing in ["", "    recrawl_after: 2h\n    key_prefix: \"t:\"\n"] {
+        let file = write_pipeline(dir.path(), &with_crawl(agreeing));
+        let (code, err) = validate(&file, &[]);
+        assert_eq!(code, Some(0), "{agreeing}: {err}");
+    }
+    // Fed from outside (no normalize-dedup writes its input): its own clock settings stand.
+    let outside = "name: t\ndead_letter: dlq\ntopics:\n  urls: { partitions: 1, type: crawl-url }\n  pages: { partitions: 1 }\n  dlq: { partitions: 1 }\nstages:\n  crawl:\n    kind: crawl\n    input: urls\n    output: pages\n    recrawl_after: 3h\n";
+    let file = write_pipeline(dir.path(), outside);
+    let (code, err) = validate(&file, &[]);
+    assert_eq!(code, Some(0), "{err}");
+}
+
 #[test]
 fn validate_reports_yaml_syntax_errors_and_set_origins() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,16 +8,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::web::FixtureWeb;
-use sluice_bus::{Bus, OutRecord};
+use sluice_bus::OutRecord;
 use sluice_runtime::registry::Registry;
-use sluice_runtime::runner::{start_on, RunOptions};
-use sluice_runtime::services::Services;
 use sluice_topics::{Contract, CrawlUrl, Page};
-use tokio_util::sync::CancellationToken;
 
 fn registry() -> Registry {
     let mut r = Registry::new();
@@ -69,21 +65,8 @@ async fn crawl(yaml: &str, seeds: &[&str]) -> (HashMap<String, Page>, Vec<CrawlU
     let (p, _) =
         sluice_config::load_str_validated(yaml, "fixture.yaml", &[], &|_| None, &registry())
             .unwrap_or_else(|d| panic!("{d}"));
-    let bus: Arc<dyn Bus> = Arc::new(sluice_bus::memory::MemoryBus::new());
-    let token = CancellationToken::new();
-    let running = start_on(
-        bus.clone(),
-        Services::in_memory(),
-        Arc::new(p),
-        &registry(),
-        RunOptions {
-            stages: vec![],
-            metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        },
-        token.clone(),
-    )
-    .await
-    .unwrap();
+    let running = common::start_embedded(p, &registry(), None).await;
+    let (bus, token) = (running.bus.clone(), running.shutdown.clone());
     let producer = bus.producer().unwrap();
     for s in seeds {
         producer

@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 use common::web::FixtureWeb;
 use sluice_bus::{Bus, OutRecord};
 use sluice_runtime::registry::Registry;
-use sluice_runtime::runner::{start_on, RunOptions};
 use sluice_runtime::services::{EtcdSlots, MemoryCache, Services, Slots};
 use sluice_topics::{Contract, CrawlUrl};
-use tokio_util::sync::CancellationToken;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -102,29 +100,17 @@ stages:
     registry.register(sluice_stage_crawl::Kind);
     let (p, _) = sluice_config::load_str_validated(&yaml, "outage.yaml", &[], &|_| None, &registry)
         .unwrap_or_else(|d| panic!("{d}"));
-    let services = Services {
-        cache: Arc::new(MemoryCache::new()),
-        slots: Slots::new(Arc::new(
+    let services = Services::with(
+        &p,
+        Arc::new(MemoryCache::new()),
+        Slots::new(Arc::new(
             EtcdSlots::connect(&[format!("http://127.0.0.1:{etcd_port}")], "/outage")
                 .await
                 .unwrap(),
         )),
-    };
-    let bus: Arc<dyn Bus> = Arc::new(sluice_bus::memory::MemoryBus::new());
-    let token = CancellationToken::new();
-    let running = start_on(
-        bus.clone(),
-        services,
-        Arc::new(p),
-        &registry,
-        RunOptions {
-            stages: vec![],
-            metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        },
-        token.clone(),
-    )
-    .await
-    .unwrap();
+    );
+    let running = common::start_embedded(p, &registry, Some(services)).await;
+    let (bus, token) = (running.bus.clone(), running.shutdown.clone());
     let base = format!("http://{}", running.metrics_addr);
     let producer = bus.producer().unwrap();
     let paths = [

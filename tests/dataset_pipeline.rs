@@ -51,7 +51,6 @@ stages:
     output: pages-{id}
     discovered: url-in-{id}
     feedback: [url-in-{id}]
-    key_prefix: "{id}:"
     allow_private_addresses: true
     per_domain_concurrency: 8
     min_delay: 0s

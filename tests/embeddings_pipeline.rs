@@ -177,7 +177,6 @@ async fn a_crawl_ends_in_chroma_once_and_search_finds_the_page() {
     output: pages-{id}
     discovered: url-in-{id}
     feedback: [url-in-{id}]
-    key_prefix: "{id}:"
     allow_private_addresses: true
     per_domain_concurrency: 4
     min_delay: 0s

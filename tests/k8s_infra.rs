@@ -10,8 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::Deserialize;
-use serde_yaml::Value;
+use serde_json::Value;
 
 /// The producer's `message.max.bytes` (runtime/bus/src/kafka/producer.rs): every topic must
 /// accept a record that large.
@@ -22,10 +21,7 @@ fn repo() -> PathBuf {
 }
 
 fn parse_stream(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|doc| Value::deserialize(doc).expect("valid YAML"))
-        .filter(|v| !v.is_null())
-        .collect()
+    common::yaml::documents(text)
 }
 
 /// `kubectl kustomize DIR`, parsed.
@@ -73,14 +69,14 @@ fn s(v: &Value) -> &str {
 /// The topics of the shipped pipeline.yaml: name → (partitions, replication).
 fn pipeline_topics() -> BTreeMap<String, (u64, u64)> {
     let text = std::fs::read_to_string(repo().join("pipeline.yaml")).unwrap();
-    let doc: Value = serde_yaml::from_str(&text).unwrap();
+    let doc = common::yaml::document(&text);
     doc["topics"]
-        .as_mapping()
+        .as_object()
         .unwrap()
         .iter()
         .map(|(k, t)| {
             (
-                s(k).to_string(),
+                k.clone(),
                 (
                     t["partitions"].as_u64().unwrap(),
                     t.get("replication").and_then(Value::as_u64).unwrap_or(1),
@@ -100,7 +96,7 @@ fn assert_service(objects: &[Value], host_port: &str) {
     let (host, port) = host_port.rsplit_once(':').unwrap();
     let svc = one(objects, "Service", host);
     let ports: Vec<u64> = svc["spec"]["ports"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|p| p["port"].as_u64().unwrap())
@@ -126,7 +122,7 @@ fn strimzi_kafka_is_kraft_with_a_combined_node_pool() {
         kafka["spec"].get("zookeeper").is_none(),
         "KRaft: no ZooKeeper"
     );
-    let listeners = kafka["spec"]["kafka"]["listeners"].as_sequence().unwrap();
+    let listeners = kafka["spec"]["kafka"]["listeners"].as_array().unwrap();
     let plain = listeners
         .iter()
         .find(|l| l["type"] == "internal" && l["tls"] == false)
@@ -161,7 +157,7 @@ fn strimzi_kafka_is_kraft_with_a_combined_node_pool() {
         kafka["metadata"]["namespace"]
     );
     let roles: Vec<&str> = pool["spec"]["roles"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(s)
@@ -176,7 +172,7 @@ fn strimzi_kafka_is_kraft_with_a_combined_node_pool() {
     ] {
         assert_eq!(config[key].as_u64(), Some(replicas), "{key}");
     }
-    let volumes = pool["spec"]["storage"]["volumes"].as_sequence().unwrap();
+    let volumes = pool["spec"]["storage"]["volumes"].as_array().unwrap();
     assert_eq!(pool["spec"]["storage"]["type"], "jbod");
     assert!(
         volumes
@@ -336,7 +332,7 @@ stages:
     assert_eq!(one(&objects, "Deployment", s(target))["kind"], "Deployment");
     assert_eq!(so["spec"]["minReplicaCount"], 1);
     assert_eq!(so["spec"]["maxReplicaCount"], 4);
-    let triggers = so["spec"]["triggers"].as_sequence().unwrap();
+    let triggers = so["spec"]["triggers"].as_array().unwrap();
     assert_eq!(triggers.len(), 1);
     let t = &triggers[0];
     assert_eq!(t["type"], "kafka");
@@ -351,7 +347,7 @@ stages:
     // KEDA takes every metadata value as a string.
     assert_eq!(m["lagThreshold"], "20000");
     assert_eq!(m["version"], "2.1.0", "a protocol Kafka 4 still speaks");
-    assert!(m.as_mapping().unwrap().values().all(Value::is_string));
+    assert!(m.as_object().unwrap().values().all(Value::is_string));
 }
 
 #[test]
@@ -422,13 +418,13 @@ fn the_dev_overlay_needs_no_operator_and_its_addresses_resolve() {
         let d = one(&dev, "Deployment", &format!("web-crawl-{stage}"));
         let spec = &d["spec"]["template"]["spec"];
         let mount = spec["containers"][0]["volumeMounts"]
-            .as_sequence()
+            .as_array()
             .unwrap()
             .iter()
             .find(|m| m["mountPath"] == storage)
             .unwrap_or_else(|| panic!("{stage} mounts nothing at {storage}"));
         let volume = spec["volumes"]
-            .as_sequence()
+            .as_array()
             .unwrap()
             .iter()
             .find(|v| v["name"] == mount["name"])
@@ -480,7 +476,7 @@ fn the_statefulset_kafka_quorum_has_one_voter_per_replica() {
     );
     // node.id comes from the pod's ordinal, which the voters name.
     let command = kafka["spec"]["template"]["spec"]["containers"][0]["command"]
-        .as_sequence()
+        .as_array()
         .unwrap();
     assert!(s(command.last().unwrap()).contains("KAFKA_NODE_ID=\"${HOSTNAME##*-}\""));
     assert_eq!(env_value(&objects, "SLUICE_BROKER"), "kafka:9092");
@@ -498,11 +494,11 @@ fn every_env_reference_is_defined_before_it_is_used() {
     // caused by a merge patch reordering entries) stays a literal "$(VAR)".
     for name in ["dev", "prod"] {
         for o in overlay(name) {
-            let Some(containers) = o["spec"]["template"]["spec"]["containers"].as_sequence() else {
+            let Some(containers) = o["spec"]["template"]["spec"]["containers"].as_array() else {
                 continue;
             };
             for c in containers {
-                let Some(env) = c["env"].as_sequence() else {
+                let Some(env) = c["env"].as_array() else {
                     continue;
                 };
                 let mut defined: Vec<&str> = Vec::new();
@@ -528,7 +524,7 @@ fn every_env_reference_is_defined_before_it_is_used() {
 /// The value of env var `key` of the first container.
 fn container_env<'a>(workload: &'a Value, key: &str) -> &'a str {
     workload["spec"]["template"]["spec"]["containers"][0]["env"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .find(|e| e["name"] == key)

@@ -8,6 +8,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use serde_json::Value;
+
 fn render(file: &Path, extra: &[&str]) -> (bool, String, String) {
     let out = common::sluice()
         .args(["k8s", "render", "-f"])
@@ -23,13 +25,9 @@ fn render(file: &Path, extra: &[&str]) -> (bool, String, String) {
 }
 
 /// Objects by `kind/name`.
-fn objects(stream: &str) -> BTreeMap<String, serde_yaml::Value> {
+fn objects(stream: &str) -> BTreeMap<String, Value> {
     let mut m = BTreeMap::new();
-    for doc in serde_yaml::Deserializer::from_str(stream) {
-        let v = serde_yaml::Value::deserialize(doc).unwrap();
-        if v.is_null() {
-            continue;
-        }
+    for v in common::yaml::documents(stream) {
         let key = format!(
             "{}/{}",
             v["kind"].as_str().unwrap(),
@@ -39,8 +37,6 @@ fn objects(stream: &str) -> BTreeMap<String, serde_yaml::Value> {
     }
     m
 }
-
-use serde::Deserialize;
 
 fn shipped() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline.yaml")
@@ -72,7 +68,7 @@ fn the_shipped_pipeline_renders_every_stage_deterministically() {
         let c = &d["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["image"], "example/sluice:1");
         let args: Vec<&str> = c["args"]
-            .as_sequence()
+            .as_array()
             .unwrap()
             .iter()
             .map(|v| v.as_str().unwrap())
@@ -273,4 +269,124 @@ fn the_committed_base_is_rendered_from_the_current_pipeline() {
             "k8s/base/sluice/{name} is stale: re-run `sluice k8s render -o k8s/base/sluice`"
         );
     }
+}
+
+#[test]
+fn strings_yaml_would_misread_are_quoted() {
+    // Values a YAML 1.1 or 1.2 reader would take for a bool, a number or a date, written plain.
+    let (ok, out, err) = render(
+        &shipped(),
+        &[
+            "--image",
+            "0o17",
+            "--namespace",
+            "on",
+            "--ingress-host",
+            "2024-01-01",
+        ],
+    );
+    assert!(ok, "{err}");
+    for quoted in [
+        "image: \"0o17\"",
+        "namespace: \"on\"",
+        "host: \"2024-01-01\"",
+        "prometheus.io/scrape: \"true\"",
+        "prometheus.io/port: \"9400\"",
+    ] {
+        assert!(out.contains(quoted), "no `{quoted}` in:\n{out}");
+    }
+    let o = objects(&out);
+    let d = &o["Deployment/web-crawl-ingest"];
+    assert_eq!(d["metadata"]["namespace"], "on");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "0o17"
+    );
+    assert_eq!(
+        o["Ingress/web-crawl-ingest"]["spec"]["rules"][0]["host"],
+        "2024-01-01"
+    );
+}
+
+#[test]
+fn ports_come_from_what_each_kind_declares() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"name: ports
+broker: memory
+dead_letter: dlq
+topics:
+  url-in: { partitions: 2 }
+  urls: { partitions: 2 }
+  dlq: { partitions: 1 }
+stages:
+  api:
+    kind: ingest
+    output: url-in
+    listen: 127.0.0.1:9090
+  normalize:
+    kind: normalize-dedup
+    input: url-in
+    output: urls
+"#;
+    let file = common::write_pipeline(dir.path(), yaml);
+    let (ok, out, err) = render(&file, &["--ingress-host", "crawl.example.org"]);
+    assert!(ok, "{err}");
+    let o = objects(&out);
+    let ports = |stage: &str| -> Vec<(String, u64)> {
+        o[&format!("Deployment/ports-{stage}")]["spec"]["template"]["spec"]["containers"][0]
+            ["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["containerPort"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    // ingest declares its `listen` port (exposed, with an Ingress path); normalize declares none.
+    assert_eq!(
+        ports("api"),
+        [("metrics".to_string(), 9400), ("http".to_string(), 9090)]
+    );
+    assert_eq!(ports("normalize"), [("metrics".to_string(), 9400)]);
+    let svc = &o["Service/ports-api"];
+    assert_eq!(svc["spec"]["ports"][0]["port"], 80);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
+    let path = &o["Ingress/ports-api"]["spec"]["rules"][0]["http"]["paths"][0];
+    assert_eq!(path["path"], "/v1/urls");
+    assert_eq!(path["backend"]["service"]["name"], "ports-api");
+    assert!(!o.contains_key("Service/ports-normalize"));
+    assert!(!o.contains_key("Ingress/ports-normalize"));
+    // The kind's default resources, where the stage sets none.
+    let resources =
+        &o["Deployment/ports-normalize"]["spec"]["template"]["spec"]["containers"][0]["resources"];
+    assert_eq!(resources["requests"]["cpu"], "100m");
+    assert_eq!(resources["limits"]["memory"], "512Mi");
+
+    // Without `listen`, the port of ingest's own default address.
+    let file = common::write_pipeline(
+        dir.path(),
+        &yaml.replace("    listen: 127.0.0.1:9090\n", ""),
+    );
+    let (ok, out, err) = render(&file, &[]);
+    assert!(ok, "{err}");
+    let o = objects(&out);
+    let c = &o["Deployment/ports-api"]["spec"]["template"]["spec"]["containers"][0];
+    let default_port: u64 = sluice_stage_ingest::DEFAULT_LISTEN
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    assert_eq!(c["ports"][1]["containerPort"], default_port);
+
+    // An address without a port is an error at `listen`, not a silently wrong port.
+    let file = common::write_pipeline(dir.path(), &yaml.replace("127.0.0.1:9090", "localhost"));
+    let (ok, _, err) = render(&file, &[]);
+    assert!(!ok);
+    assert!(err.contains("pipeline.yaml:12:13: error:"), "{err}");
+    assert!(err.contains("`listen`"), "{err}");
 }

@@ -234,7 +234,7 @@ mod embedded {
         let p = Arc::new(p);
         let bus: Arc<dyn Bus> = Arc::new(sluice_bus::memory::MemoryBus::new());
         // Both instances share the process's in-memory cache, as stages of one process do.
-        let services = Services::in_memory();
+        let services = Services::in_memory(&p);
         let opts = RunOptions {
             stages: vec![n.stage.clone()],
             metrics_addr: "127.0.0.1:0".parse().unwrap(),

@@ -19,8 +19,9 @@ pub struct K8sArgs {
 
 #[derive(Subcommand)]
 enum K8sCommand {
-    /// Write one Deployment per stage, the pipeline ConfigMap, the ingest Service, the
-    /// topics Job (or Strimzi KafkaTopics), PodDisruptionBudgets and KEDA ScaledObjects.
+    /// Write one Deployment per stage, the pipeline ConfigMap, Services for stages that listen
+    /// (ingest), the topics Job (or Strimzi KafkaTopics), PodDisruptionBudgets and KEDA
+    /// ScaledObjects.
     Render(RenderArgs),
 }
 
@@ -48,7 +49,8 @@ struct RenderArgs {
     /// KafkaTopics in DIR/strimzi-topics, a kustomize Component that replaces the Job.
     #[arg(short = 'o', long = "output")]
     output: Option<std::path::PathBuf>,
-    /// Add an Ingress for the ingest stage on this host.
+    /// Add an Ingress on this host for the stages whose kind routes a path to one (ingest:
+    /// `/v1/urls`).
     #[arg(long)]
     ingress_host: Option<String>,
     /// How the printed stream creates the topics (`-o` writes both).
@@ -145,9 +147,9 @@ fn write_dir(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for m in manifests {
-        let yaml = serde_yaml::to_string(&m.object)?;
         let path = dir.join(&m.file);
-        std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, m.to_yaml())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     let path = dir.join("kustomization.yaml");
     std::fs::write(&path, kustomization).with_context(|| format!("writing {}", path.display()))?;

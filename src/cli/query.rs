@@ -48,7 +48,7 @@ pub async fn run(a: QueryArgs) -> anyhow::Result<ExitCode> {
             .value
             .clone(),
     };
-    let storage = sluice_tables::Storage::open(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let storage = sluice_tables::Storage::open(&spec)?;
     let batches = sluice_query::query(&storage, &a.sql).await?;
     let to_terminal = a.output.is_none() && std::io::stdout().is_terminal();
     let format = match a.format {

@@ -144,8 +144,7 @@ pub async fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
                 .storage
                 .clone()
                 .unwrap_or_else(|| pipeline.services.storage.value.clone());
-            let storage =
-                sluice_tables::Storage::open(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let storage = sluice_tables::Storage::open(&spec)?;
             search_table(&storage, &vector, &query).await?
         }
     };

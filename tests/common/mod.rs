@@ -11,8 +11,14 @@ use std::time::{Duration, Instant};
 
 pub mod dataset;
 pub mod web;
+pub mod yaml;
 
 use sluice_bus::{Bus, ConsumerEvent, Record, StartFrom, SubscribeOptions, TopicPartition};
+use sluice_config::Pipeline;
+use sluice_runtime::registry::Registry;
+use sluice_runtime::runner::{start_on, RunOptions, Running};
+use sluice_runtime::services::Services;
+use tokio_util::sync::CancellationToken;
 
 /// Addresses of the servers `tests/run.sh` started.
 pub struct Servers {
@@ -327,4 +333,45 @@ pub fn histogram<'a>(values: impl Iterator<Item = &'a str>) -> HashMap<String, u
         *m.entry(v.to_string()).or_default() += 1;
     }
     m
+}
+
+/// Peak resident memory of process `pid` (VmHWM), in KiB; 0 if unknown.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Every stage of `p` in this process on a fresh embedded bus (`running.bus`), metrics on an
+/// ephemeral port; `services` default to in-memory cache and slots.
+pub async fn start_embedded(
+    p: Pipeline,
+    registry: &Registry,
+    services: Option<Services>,
+) -> Running {
+    let p = Arc::new(p);
+    let bus: Arc<dyn Bus> = Arc::new(sluice_bus::memory::MemoryBus::new());
+    let services = services.unwrap_or_else(|| Services::in_memory(&p));
+    let options = RunOptions {
+        stages: vec![],
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+    };
+    start_on(
+        bus,
+        services,
+        p,
+        registry,
+        options,
+        CancellationToken::new(),
+    )
+    .await
+    .expect("stages start")
 }

@@ -1,6 +1,7 @@
 //! The crawl dataset's tables, shared by the stages that write them and `sluice query`:
 //!
-//! - `storage.rs` — the local directory or object store behind `services.storage`;
+//! - the storage they live in is the runtime's service (`sluice_runtime::services::Storage`),
+//!   re-exported here;
 //! - `naming.rs` — file names derived from the Kafka offsets they cover;
 //! - `writer.rs` — one Parquet file, written aside and published when complete;
 //! - `reader.rs` — some columns of one file, a few rows at a time;
@@ -11,7 +12,6 @@ mod embeddings;
 mod naming;
 mod pages;
 mod reader;
-mod storage;
 mod writer;
 
 pub use anchors::{anchors_schema, AnchorRow, AnchorRows, ANCHORS_SCHEMA_VERSION};
@@ -21,7 +21,7 @@ pub use embeddings::{
 pub use naming::{prefix as file_prefix, FileName};
 pub use pages::{pages_schema, PageRows, PAGES_SCHEMA_VERSION};
 pub use reader::{read_columns, ReadError};
-pub use storage::{Storage, StorageError};
+pub use sluice_runtime::services::{Storage, StorageError};
 pub use writer::{tmp_name, TableWriter, WriteError, Written, ROW_GROUP_BYTES};
 
 /// Table names.

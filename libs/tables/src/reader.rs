@@ -12,7 +12,7 @@ use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStream
 use parquet::arrow::ProjectionMask;
 use parquet::errors::ParquetError;
 
-use crate::storage::Storage;
+use sluice_runtime::services::Storage;
 
 /// Why a file could not be read.
 #[derive(Debug, thiserror::Error)]

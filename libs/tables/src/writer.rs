@@ -10,7 +10,7 @@ use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use crate::storage::{Storage, StorageError};
+use sluice_runtime::services::{Storage, StorageError};
 
 /// Errors while writing a file.
 #[derive(Debug, thiserror::Error)]

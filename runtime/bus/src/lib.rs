@@ -304,6 +304,14 @@ pub trait Bus: Send + Sync {
     async fn ping(&self) -> Result<(), BusError>;
 }
 
+/// Milliseconds since the Unix epoch: the clock records and messages are stamped with
+/// (`timestamp_ms`, the contracts' `*_at_ms` fields). 0 if the system clock is before 1970.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// The partition a keyed record goes to: Kafka's default partitioner (murmur2 of the key,
 /// positive, modulo the partition count), so that the memory bus and Kafka place keys alike.
 pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {

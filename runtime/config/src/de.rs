@@ -72,9 +72,8 @@ pub fn from_node<T: DeserializeOwned>(node: &Node) -> Result<T, Diagnostic> {
     T::deserialize(NodeDeserializer::new(node)).map_err(|e| e.into_diagnostic(&node.pos))
 }
 
-/// Check that `node` deserializes as `T`; the shape of
-/// [`KindInfo::check_settings`](crate::KindInfo::check_settings), so a kind
-/// can write `check_settings: check_with::<CrawlSettings>`.
+/// Check that `node` deserializes as `T`; the shape of a
+/// [`SettingsCheck`](crate::kinds::SettingsCheck).
 pub fn check_with<T: DeserializeOwned>(node: &Node) -> Result<(), Vec<Diagnostic>> {
     from_node::<T>(node).map(drop).map_err(|d| vec![d])
 }
@@ -82,17 +81,27 @@ pub fn check_with<T: DeserializeOwned>(node: &Node) -> Result<(), Vec<Diagnostic
 /// Settings with rules serde cannot express (ranges, combinations). An error names the field
 /// it is about, so it can be reported at that field's line.
 pub trait Validate {
-    /// Checks the rules.
-    fn validate(&self) -> Result<(), (&'static str, String)>;
+    /// Checks the rules (none unless the settings say).
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        Ok(())
+    }
 }
 
-/// [`check_with`], then [`Validate::validate`] with its error at the field's position.
-pub fn check_validated<T: DeserializeOwned + Validate>(node: &Node) -> Result<(), Vec<Diagnostic>> {
-    let settings = from_node::<T>(node).map_err(|d| vec![d])?;
+/// Deserializes `node` as `T` and checks [`Validate::validate`]; every error carries the
+/// position of the field it is about. The one way kind settings are read, by `validate` and
+/// when a stage is built.
+pub fn parse_validated<T: DeserializeOwned + Validate>(node: &Node) -> Result<T, Diagnostic> {
+    let settings = from_node::<T>(node)?;
     settings.validate().map_err(|(field, message)| {
         let pos = node.get(field).map_or(&node.pos, |n| &n.pos);
-        vec![Diagnostic::error(pos.clone(), message)]
-    })
+        Diagnostic::error(pos.clone(), message)
+    })?;
+    Ok(settings)
+}
+
+/// [`parse_validated`] as a [`SettingsCheck`](crate::kinds::SettingsCheck).
+pub fn check_validated<T: DeserializeOwned + Validate>(node: &Node) -> Result<(), Vec<Diagnostic>> {
+    parse_validated::<T>(node).map(drop).map_err(|d| vec![d])
 }
 
 /// A serde deserializer reading from a borrowed [`Node`].

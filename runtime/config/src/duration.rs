@@ -137,8 +137,8 @@ mod tests {
         assert_eq!(s.b.0, Duration::from_secs(5400));
         assert_eq!(s.c, None);
         assert_eq!(s.b.to_string(), "1h 30m");
-        let yaml = serde_yaml::to_string(&s).unwrap();
-        assert_eq!(yaml, "a: 500ms\nb: 1h 30m\nc: null\n");
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(json, r#"{"a":"500ms","b":"1h 30m","c":null}"#);
         assert_eq!(
             "24h".parse::<HumanDuration>().unwrap().0,
             Duration::from_secs(86400)

@@ -175,6 +175,7 @@ mod tests {
 
     use super::*;
     use crate::node::NodeValue;
+    use yaml_rust2::Yaml;
 
     fn env(name: &str) -> Option<String> {
         match name {
@@ -243,21 +244,21 @@ mod tests {
         );
         assert!(interpolate(&mut n, &env).is_empty());
         let v = n.to_yaml_value();
-        assert_eq!(v["a"], serde_yaml::Value::from(4));
-        assert_eq!(v["b"], serde_yaml::Value::from(8));
-        assert_eq!(v["c"], serde_yaml::Value::from("v4"));
-        assert_eq!(v["d"], serde_yaml::Value::from(4));
-        assert_eq!(v["e"], serde_yaml::Value::Null);
-        assert_eq!(v["f"], serde_yaml::Value::from(true));
+        assert_eq!(v["a"], Yaml::Integer(4));
+        assert_eq!(v["b"], Yaml::Integer(8));
+        assert_eq!(v["c"], Yaml::String("v4".into()));
+        assert_eq!(v["d"], Yaml::Integer(4));
+        assert_eq!(v["e"], Yaml::Null);
+        assert_eq!(v["f"], Yaml::Boolean(true));
     }
 
     #[test]
     fn mixed_digits_stay_strings() {
         let mut n = tree("a: 1${P}\nb: '${P}${P}'\nc: 1$$\n");
         assert!(interpolate(&mut n, &env).is_empty());
-        assert_eq!(n.to_yaml_value()["a"], serde_yaml::Value::from("14"));
-        assert_eq!(n.to_yaml_value()["b"], serde_yaml::Value::from("44"));
-        assert_eq!(n.to_yaml_value()["c"], serde_yaml::Value::from("1$"));
+        assert_eq!(n.to_yaml_value()["a"], Yaml::String("14".into()));
+        assert_eq!(n.to_yaml_value()["b"], Yaml::String("44".into()));
+        assert_eq!(n.to_yaml_value()["c"], Yaml::String("1$".into()));
     }
 
     #[test]

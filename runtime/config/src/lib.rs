@@ -51,6 +51,7 @@
 mod de;
 mod diagnostic;
 mod duration;
+mod emit;
 pub mod graph;
 mod interpolate;
 mod kinds;
@@ -65,11 +66,17 @@ mod validate;
 
 use std::path::Path;
 
-pub use de::{check_validated, check_with, from_node, DeError, NodeDeserializer, Validate};
+pub use de::{
+    check_validated, check_with, from_node, parse_validated, DeError, NodeDeserializer, Validate,
+};
 pub use diagnostic::{Diagnostic, Diagnostics, Origin, Pos, Severity};
 pub use duration::{serde_duration, HumanDuration};
+pub use emit::to_yaml_string;
 pub use interpolate::interpolate;
-pub use kinds::{KindCatalog, KindInfo, PortInfo};
+pub use kinds::{
+    DeploymentInfo, KindCatalog, KindInfo, ListenPort, PortInfo, Resources, SettingsCheck,
+    StaticKind,
+};
 pub use load::{load, load_str, parse_broker, parse_host_ports, COMMON_STAGE_FIELDS};
 pub use model::{Broker, Endpoint, Pipeline, RetrySpec, Services, StageSpec, TopicSpec};
 pub use node::{Node, NodeValue, ScalarStyle};

@@ -1,7 +1,7 @@
 //! A YAML tree that remembers where every node came from, and its parser.
 //!
-//! serde_yaml cannot report positions for values inside a parsed tree, so we
-//! build our own tree from yaml-rust2's marked event stream.
+//! yaml-rust2's own tree has no positions, so we build ours from its marked
+//! event stream.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
+use yaml_rust2::Yaml;
 
 use crate::diagnostic::{Diagnostic, Pos};
 use crate::scalar::{self, Resolved};
@@ -199,27 +200,28 @@ impl Node {
         }
     }
 
-    /// The node as a position-less serde_yaml value, scalars typed by the
+    /// The node as a position-less yaml-rust2 value, scalars typed by the
     /// core schema.
-    pub fn to_yaml_value(&self) -> serde_yaml::Value {
-        use serde_yaml::Value;
+    pub fn to_yaml_value(&self) -> Yaml {
         match &self.value {
-            NodeValue::Null => Value::Null,
+            NodeValue::Null => Yaml::Null,
             NodeValue::Scalar {
                 text,
                 style: ScalarStyle::Quoted,
-            } => Value::String(text.clone()),
+            } => Yaml::String(text.clone()),
             NodeValue::Scalar { text, .. } => match scalar::resolve_plain(text) {
-                Resolved::Null => Value::Null,
-                Resolved::Bool(b) => Value::Bool(b),
-                Resolved::Int(i) => int_value(i, text),
-                Resolved::Float(f) => Value::Number(f.into()),
-                Resolved::Str => Value::String(text.clone()),
+                Resolved::Null => Yaml::Null,
+                Resolved::Bool(b) => Yaml::Boolean(b),
+                // i64 is yaml-rust2's widest integer; larger ones keep their digits as a
+                // verbatim scalar, which reads back as the same integer.
+                Resolved::Int(i) => {
+                    i64::try_from(i).map_or_else(|_| Yaml::Real(i.to_string()), Yaml::Integer)
+                }
+                Resolved::Float(f) => Yaml::Real(float_text(f)),
+                Resolved::Str => Yaml::String(text.clone()),
             },
-            NodeValue::Seq(items) => {
-                Value::Sequence(items.iter().map(Node::to_yaml_value).collect())
-            }
-            NodeValue::Map(entries) => Value::Mapping(
+            NodeValue::Seq(items) => Yaml::Array(items.iter().map(Node::to_yaml_value).collect()),
+            NodeValue::Map(entries) => Yaml::Hash(
                 entries
                     .iter()
                     .map(|(k, v)| (k.to_yaml_value(), v.to_yaml_value()))
@@ -231,9 +233,7 @@ impl Node {
     /// The node as YAML text (positions and comments are lost; quoting is
     /// re-derived so that every scalar keeps its type).
     pub fn to_yaml_string(&self) -> String {
-        // Serializing a tree of strings, numbers, bools, sequences and maps
-        // cannot fail; a failure would be a bug in serde_yaml.
-        serde_yaml::to_string(self).expect("a YAML tree always serializes")
+        crate::emit::to_yaml_string(&self.to_yaml_value())
     }
 
     fn count(&self) -> usize {
@@ -245,14 +245,22 @@ impl Node {
     }
 }
 
-fn int_value(i: i128, text: &str) -> serde_yaml::Value {
-    if let Ok(v) = i64::try_from(i) {
-        serde_yaml::Value::Number(v.into())
-    } else if let Ok(v) = u64::try_from(i) {
-        serde_yaml::Value::Number(v.into())
-    } else {
-        // Beyond 64 bits YAML consumers disagree anyway; keep the digits.
-        serde_yaml::Value::String(text.to_string())
+/// A float as YAML 1.1 and 1.2 both read it: with a `.`, and a signed exponent.
+fn float_text(f: f64) -> String {
+    if f.is_nan() {
+        return ".nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { ".inf" } else { "-.inf" }.into();
+    }
+    let text = format!("{f:?}");
+    match text.split_once('e') {
+        None => text,
+        Some((mantissa, exponent)) => {
+            let dot = if mantissa.contains('.') { "" } else { ".0" };
+            let sign = if exponent.starts_with('-') { "" } else { "+" };
+            format!("{mantissa}{dot}e{sign}{exponent}")
+        }
     }
 }
 
@@ -704,7 +712,7 @@ mod tests {
         let n = parse("a: '1'\nb: 1\nc: [x, 'null', ~]\nd: {e: 1.5}\n").unwrap();
         assert_eq!(
             n.to_yaml_string(),
-            "a: '1'\nb: 1\nc:\n- x\n- 'null'\n- null\nd:\n  e: 1.5\n"
+            "a: \"1\"\nb: 1\nc:\n  - x\n  - \"null\"\n  - ~\nd:\n  e: 1.5\n"
         );
     }
 }

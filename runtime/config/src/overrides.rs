@@ -112,6 +112,7 @@ mod tests {
 
     use super::*;
     use crate::diagnostic::Origin;
+    use yaml_rust2::Yaml;
 
     fn tree(text: &str) -> Node {
         Node::parse(text, &Arc::from("o.yaml")).unwrap()
@@ -136,17 +137,14 @@ mod tests {
         );
         assert!(d.is_empty(), "{d}");
         let v = n.to_yaml_value();
-        assert_eq!(v["stages"]["crawl"]["replicas"], serde_yaml::Value::from(3));
+        assert_eq!(v["stages"]["crawl"]["replicas"], Yaml::Integer(3));
         assert_eq!(
             v["services"]["memcached"],
-            serde_yaml::Value::from("127.0.0.1:11211")
+            Yaml::String("127.0.0.1:11211".into())
         );
-        assert_eq!(
-            v["topics"]["urls"]["partitions"],
-            serde_yaml::Value::from(4)
-        );
-        assert_eq!(v["topics"]["x"]["partitions"], serde_yaml::Value::from(2));
-        assert_eq!(v["topics"]["a.b"]["partitions"], serde_yaml::Value::from(5));
+        assert_eq!(v["topics"]["urls"]["partitions"], Yaml::Integer(4));
+        assert_eq!(v["topics"]["x"]["partitions"], Yaml::Integer(2));
+        assert_eq!(v["topics"]["a.b"]["partitions"], Yaml::Integer(5));
         let replicas = n.get_path(&["stages", "crawl", "replicas"]).unwrap();
         assert_eq!(
             replicas.pos.origin,
@@ -159,7 +157,7 @@ mod tests {
     fn later_sets_win_and_sequences_index() {
         let mut n = tree("a: [x, y]\n");
         assert!(apply_sets(&mut n, &sets(&["b=1", "b=2", "a.1=z", " c = 4"])).is_empty());
-        assert_eq!(n.to_yaml_string(), "a:\n- x\n- z\nb: 2\nc: 4\n");
+        assert_eq!(n.to_yaml_string(), "a:\n  - x\n  - z\nb: 2\nc: 4\n");
     }
 
     #[test]

@@ -24,7 +24,11 @@ pub fn validate(p: &Pipeline, kinds: &dyn KindCatalog) -> Diagnostics {
             .then(|| format!("is not declared under `topics`{}", suggest(t, &topic_names)))
     };
 
-    let views: Vec<View> = p.stages.values().map(|s| view(s, kinds, &mut d)).collect();
+    let views: Vec<View> = p
+        .stages
+        .values()
+        .map(|s| view(p, s, kinds, &mut d))
+        .collect();
 
     for v in &views {
         let s = v.stage;
@@ -132,7 +136,12 @@ fn split_ports(settings: &Node, kind: &KindInfo) -> (Vec<PortResult>, Node) {
     (ports, rest)
 }
 
-fn view<'a>(s: &'a StageSpec, kinds: &dyn KindCatalog, d: &mut Diagnostics) -> View<'a> {
+fn view<'a>(
+    p: &Pipeline,
+    s: &'a StageSpec,
+    kinds: &dyn KindCatalog,
+    d: &mut Diagnostics,
+) -> View<'a> {
     let kind = kinds.kind(&s.kind);
     let mut ports: Vec<(String, Spanned<String>)> = s
         .outputs
@@ -163,8 +172,9 @@ fn view<'a>(s: &'a StageSpec, kinds: &dyn KindCatalog, d: &mut Diagnostics) -> V
                     Err(e) => d.push(e),
                 }
             }
-            if let Err(errors) = (k.check_settings)(&settings) {
-                d.extend(errors.into_iter().map(|e| hint_stage_field(e, k)));
+            match kinds.check_settings(k.name, &settings) {
+                Err(errors) => d.extend(errors.into_iter().map(|e| hint_stage_field(e, k))),
+                Ok(()) => d.extend(kinds.check_in_pipeline(k.name, s, &settings, p)),
             }
         }
     }

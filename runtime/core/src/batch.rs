@@ -1,5 +1,5 @@
-//! Runs a [`BatchSink`] stage: a stage that writes its input in batches (files) instead of
-//! record by record.
+//! Runs a [`BatchSink`] stage (the contract is in `stage.rs`): a stage that writes its input
+//! in batches (files) instead of record by record.
 //!
 //! Each assigned partition has at most one open batch. Records are pushed into it as they
 //! arrive — the sink encodes them right away, so the driver keeps no record — and the batch
@@ -21,60 +21,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use sluice_bus::{
     Bus, Consumer, ConsumerEvent, OutRecord, Producer, Record, SubscribeOptions, TopicPartition,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter;
+use crate::emit::Delivery;
 use crate::health::Health;
 use crate::metrics::StageMetrics;
 use crate::retry::Backoff;
-use crate::stage::StageError;
-
-/// When a batch is closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchLimits {
-    /// Rows per batch.
-    pub max_rows: usize,
-    /// Bytes per batch, as the sink counts them.
-    pub max_bytes: usize,
-    /// Age of a batch (from its first record).
-    pub max_age: Duration,
-    /// Bytes of all open batches together; the biggest is closed beyond it.
-    pub max_buffered: usize,
-}
-
-/// A stage that writes batches.
-#[async_trait]
-pub trait BatchSink: Send + Sync + 'static {
-    /// Batch limits.
-    fn limits(&self) -> BatchLimits;
-    /// Starts a batch of partition `tp` whose first record is at `first_offset`.
-    async fn open(
-        &self,
-        tp: &TopicPartition,
-        first_offset: i64,
-    ) -> Result<Box<dyn BatchWriter>, StageError>;
-}
-
-/// One open batch.
-#[async_trait]
-pub trait BatchWriter: Send {
-    /// The offset this batch must end at, when a replay finds a file finished for the same
-    /// first offset before a crash: ending there rewrites the same file.
-    fn end_at(&self) -> Option<i64> {
-        None
-    }
-    /// Adds a record and returns the bytes it adds. `Invalid` sends the record to the
-    /// dead-letter topic (it stays covered by the batch's offsets).
-    async fn push(&mut self, record: &Record) -> Result<usize, StageError>;
-    /// Completes the batch, which ends at `last_offset`, and returns what to publish.
-    async fn finish(self: Box<Self>, last_offset: i64) -> Result<Vec<OutRecord>, StageError>;
-    /// Drops the batch and whatever it wrote.
-    async fn abort(self: Box<Self>);
-}
+use crate::stage::{BatchLimits, BatchSink, BatchWriter, StageError};
 
 /// Everything the batch driver needs.
 pub struct BatchDriver {
@@ -297,8 +254,9 @@ impl BatchDriver {
         };
         let started = Instant::now();
         let rows = o.rows;
-        let outputs = o.writer.finish(o.last).await.map_err(Rewind)?;
-        self.deliver(outputs).await?;
+        let mut out = self.delivery().emitter();
+        o.writer.finish(o.last, &mut out).await.map_err(Rewind)?;
+        out.flush().await.map_err(Rewind)?;
         self.health.ready(&self.readiness());
         let next = o.last + 1;
         let sync = self.shutdown.is_cancelled();
@@ -313,22 +271,19 @@ impl BatchDriver {
         Ok(Some(next))
     }
 
+    /// How outputs and dead letters reach the broker: retried until acknowledged, or given up
+    /// at shutdown (the batch is then rewound, uncommitted).
+    fn delivery(&self) -> Delivery {
+        Delivery::new(
+            self.producer.clone(),
+            self.metrics.clone(),
+            self.backoff,
+            self.shutdown.clone(),
+        )
+    }
+
     /// Produces records, retrying until the broker takes them (or shutdown).
     async fn deliver(&self, records: Vec<OutRecord>) -> Result<(), Rewind> {
-        let delivered = crate::deliver::produce_all(
-            &*self.producer,
-            &records,
-            &self.metrics,
-            &self.backoff,
-            &self.shutdown,
-        )
-        .await;
-        if delivered {
-            Ok(())
-        } else {
-            Err(Rewind(StageError::Transient(anyhow::anyhow!(
-                "broker unavailable during shutdown"
-            ))))
-        }
+        self.delivery().produce(&records).await.map_err(Rewind)
     }
 }

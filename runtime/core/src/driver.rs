@@ -10,11 +10,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_bus::{Bus, Consumer, ConsumerEvent, OutRecord, Producer, Record, TopicPartition};
+use sluice_bus::{Bus, Consumer, ConsumerEvent, Producer, Record, TopicPartition};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter;
+use crate::emit::Delivery;
 use crate::health::Health;
 use crate::metrics::StageMetrics;
 use crate::offsets::OffsetTracker;
@@ -72,7 +73,8 @@ struct Finished {
 struct Shared {
     stage: Arc<str>,
     processor: Arc<dyn Processor>,
-    producer: Arc<dyn Producer>,
+    /// Outputs and dead letters; gives up when the drain timeout passed.
+    delivery: Delivery,
     dead_letter: Arc<str>,
     backoff: Backoff,
     metrics: StageMetrics,
@@ -99,15 +101,16 @@ impl Driver {
             shutdown,
         } = self;
         // One allocation shared by every record task, not a clone of each handle per record.
+        let abandon = CancellationToken::new();
         let shared = Arc::new(Shared {
             stage: stage.as_str().into(),
             processor,
-            producer,
+            delivery: Delivery::new(producer, metrics.clone(), backoff, abandon.clone()),
             dead_letter: dead_letter.as_str().into(),
             backoff,
             metrics: metrics.clone(),
             health,
-            abandon: CancellationToken::new(),
+            abandon,
         });
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
         let mut tracker = OffsetTracker::new();
@@ -260,22 +263,25 @@ async fn handle(s: &Shared, record: Record) -> Outcome {
     let mut outage: Option<&'static str> = None;
     loop {
         attempt += 1;
-        let result = s.processor.process(&record).await;
+        let mut out = s.delivery.emitter();
+        let result = match s.processor.process(&record, &mut out).await {
+            Ok(()) => out.flush().await,
+            Err(e) => Err(e),
+        };
         let failure = match result {
-            Ok(outputs) => {
+            Ok(()) => {
                 if let Some(dep) = outage {
                     s.health.ready(dep);
-                }
-                if !deliver(s, &outputs).await {
-                    return Outcome::Abandoned;
                 }
                 s.metrics.observe_latency(started.elapsed().as_secs_f64());
                 return Outcome::Done;
             }
+            Err(StageError::Abandoned) => return Outcome::Abandoned,
             Err(e) => e,
         };
         s.metrics.failed(failure.code());
         match failure {
+            StageError::Abandoned => return Outcome::Abandoned,
             StageError::Invalid { code, reason } => {
                 return dead_letter_it(s, &record, code, &reason, attempt).await;
             }
@@ -314,11 +320,6 @@ async fn pause(s: &Shared, d: Duration) -> bool {
     }
 }
 
-/// Produces all outputs, retrying broker failures until they succeed or work is abandoned.
-async fn deliver(s: &Shared, outputs: &[OutRecord]) -> bool {
-    crate::deliver::produce_all(&*s.producer, outputs, &s.metrics, &s.backoff, &s.abandon).await
-}
-
 async fn dead_letter_it(
     s: &Shared,
     record: &Record,
@@ -327,7 +328,11 @@ async fn dead_letter_it(
     attempts: u32,
 ) -> Outcome {
     let out = dead_letter::record(&s.dead_letter, &s.stage, record, code, reason, attempts);
-    if !deliver(s, std::slice::from_ref(&out)).await {
+    if s.delivery
+        .produce(std::slice::from_ref(&out))
+        .await
+        .is_err()
+    {
         return Outcome::Abandoned;
     }
     s.metrics.dead_lettered(code);

@@ -7,12 +7,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -83,6 +85,47 @@ impl Health {
     fn report(&self) -> serde_json::Value {
         let c = self.components.lock().expect("health poisoned");
         serde_json::to_value(&*c).unwrap_or_default()
+    }
+}
+
+/// How often [`watch`] pings a service by default.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Something whose readiness [`watch`] keeps current: a service or the broker.
+pub trait Ping: Send + Sync + 'static {
+    /// One round trip; the error says what is wrong (shown on `/readyz`).
+    fn ping(&self) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// Registers `component` (not ready until its first ping) and pings `target` every `interval`
+/// until `shutdown`, so `/readyz` reflects an outage even while no record is being processed.
+/// The one health loop of the process: the broker and every service a stage depends on.
+pub fn watch<T: Ping + ?Sized>(
+    component: &str,
+    interval: Duration,
+    target: Arc<T>,
+    health: &Health,
+    shutdown: &CancellationToken,
+) {
+    health.register(component);
+    let (component, health, shutdown) = (component.to_string(), health.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        loop {
+            match target.ping().await {
+                Ok(()) => health.ready(&component),
+                Err(e) => health.not_ready(&component, e),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    });
+}
+
+impl Ping for dyn sluice_bus::Bus {
+    fn ping(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { sluice_bus::Bus::ping(self).await.map_err(|e| e.to_string()) })
     }
 }
 

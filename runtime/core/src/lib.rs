@@ -1,6 +1,8 @@
 //! The Sluice runtime: runs pipeline.yaml stages on a bus with at-least-once delivery.
 //!
-//! - [`stage`]: what a stage kind implements ([`stage::Processor`] or [`stage::Source`]).
+//! - [`stage`]: every contract between a stage and the runtime: [`stage::StageKind`] with its
+//!   typed settings, [`stage::Processor`], [`stage::BatchSink`], [`stage::Source`].
+//! - [`emit`]: outputs owned by the runtime (ports, budgets, acknowledgements).
 //! - [`registry`]: the kinds a binary knows.
 //! - [`runner`]: starts stages, the metrics server and readiness checks.
 //! - [`driver`]: consume → process → produce → commit, retries and dead letters.
@@ -8,16 +10,17 @@
 //! - [`connect`]: the bus pipeline.yaml names. The buses themselves live in `sluice-bus`: the
 //!   embedded one always, the Kafka one with this crate's `kafka` feature (which the `sluice`
 //!   binary turns on; stage crates leave it off and do not link rdkafka).
-//! - [`services`]: shared-state services (memcached cache).
-//! - [`metrics`], [`health`], [`logging`]: telemetry.
+//! - [`services`]: shared-state services, opened once per process: memcached, etcd slots,
+//!   the dataset's storage, Chroma.
+//! - [`metrics`], [`health`] (readiness, and the one service-ping loop), [`logging`]: telemetry.
 //!
 //! The runtime knows nothing of URLs or crawling.
 
 pub mod batch;
 pub mod connect;
 pub mod dead_letter;
-pub mod deliver;
 pub mod driver;
+pub mod emit;
 pub mod health;
 pub mod logging;
 pub mod metrics;

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::BatchDriver;
 use crate::connect;
 use crate::driver::Driver;
+use crate::emit::Delivery;
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -22,6 +23,8 @@ use crate::stage::{StageContext, StageImpl};
 
 /// Health component name of the broker.
 pub const BROKER: &str = "broker";
+/// How often the broker is pinged for readiness.
+const BROKER_WATCH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -161,15 +164,21 @@ pub async fn start_on(
         let kind = registry
             .get(&spec.kind.value)
             .with_context(|| format!("stage `{name}`: unknown kind `{}`", spec.kind.value))?;
+        let stage_metrics = metrics.stage(&name);
         let ctx = StageContext {
             name: name.clone(),
             spec: Arc::new(spec.clone()),
             pipeline: pipeline.clone(),
             services: services.clone(),
-            producer: producer.clone(),
-            metrics: metrics.stage(&name),
+            metrics: stage_metrics.clone(),
             health: health.clone(),
             shutdown: shutdown.clone(),
+            delivery: Delivery::new(
+                producer.clone(),
+                stage_metrics,
+                backoff_of(&spec),
+                shutdown.clone(),
+            ),
         };
         let built = kind
             .build(ctx.clone())
@@ -183,7 +192,13 @@ pub async fn start_on(
     bus.create_topics(&connect::topic_specs(&pipeline))
         .await
         .context("creating the pipeline's topics")?;
-    spawn_broker_watch(bus.clone(), health.clone(), shutdown.clone());
+    health::watch(
+        BROKER,
+        BROKER_WATCH_INTERVAL,
+        bus.clone(),
+        &health,
+        &shutdown,
+    );
 
     let mut tasks = JoinSet::new();
     let mut consumers = Vec::new();
@@ -316,21 +331,6 @@ async fn wait_for_broker(
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     }
-}
-
-fn spawn_broker_watch(bus: Arc<dyn Bus>, health: Health, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                _ = shutdown.cancelled() => return,
-            }
-            match bus.ping().await {
-                Ok(()) => health.ready(BROKER),
-                Err(e) => health.not_ready(BROKER, e),
-            }
-        }
-    });
 }
 
 /// Waits for SIGINT or SIGTERM, then cancels `token`.

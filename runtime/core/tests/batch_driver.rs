@@ -8,11 +8,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sluice_bus::memory::MemoryBus;
 use sluice_bus::{Bus, OutRecord, Record, StartFrom, SubscribeOptions, TopicPartition, TopicSpec};
-use sluice_runtime::batch::{BatchDriver, BatchLimits, BatchSink, BatchWriter};
+use sluice_runtime::batch::BatchDriver;
 use sluice_runtime::health::Health;
 use sluice_runtime::metrics::Metrics;
 use sluice_runtime::retry::Backoff;
 use sluice_runtime::stage::StageError;
+use sluice_runtime::stage::{BatchLimits, BatchSink, BatchWriter, Emitter, Output};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
@@ -73,16 +74,17 @@ impl BatchWriter for Writer {
         Ok(record.value.len())
     }
 
-    async fn finish(self: Box<Self>, last: i64) -> Result<Vec<OutRecord>, StageError> {
+    async fn finish(self: Box<Self>, last: i64, out: &mut Emitter) -> Result<(), StageError> {
         self.recorded
             .lock()
             .unwrap()
             .files
             .push((self.first, last, self.rows));
-        Ok(vec![OutRecord::new(
-            "out",
+        out.send(
+            &Output::new("output", "out"),
             format!("{}-{last}", self.first).into_bytes(),
-        )])
+        )
+        .await
     }
 
     async fn abort(self: Box<Self>) {}

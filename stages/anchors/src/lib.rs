@@ -18,11 +18,10 @@ mod processor;
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
+use anyhow::Context as _;
 use serde::Deserialize;
-use sluice_config::{KindInfo, PortInfo};
+use sluice_config::KindInfo;
 use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
-use sluice_tables::Storage;
 use sluice_topics::{Contract, TableBatch};
 
 pub use extract::{collapse, extract, Anchor, PageAnchors, Skipped};
@@ -31,38 +30,36 @@ pub use processor::Anchors;
 /// `anchors` has no settings of its own yet; unknown fields are errors.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {}
+pub struct Settings {}
+
+impl sluice_config::Validate for Settings {}
 
 /// The `anchors` stage kind.
 pub struct Kind;
 
 impl StageKind for Kind {
+    type Settings = Settings;
+
     fn info(&self) -> KindInfo {
-        KindInfo {
-            name: "anchors",
-            summary: "extract every <a href> of page batches into the anchors table; publish a manifest per file",
-            input: Some(TableBatch::TYPE),
-            outputs: vec![PortInfo {
-                field: "output",
-                message_type: TableBatch::TYPE,
-                required: true,
-            }],
-            check_settings: sluice_config::check_with::<Settings>,
-        }
+        KindInfo::new(
+            "anchors",
+            "extract every <a href> of page batches into the anchors table; publish a manifest per file",
+        )
+        .input(TableBatch::TYPE)
+        .output("output", TableBatch::TYPE)
     }
 
-    fn build(&self, ctx: StageContext) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
-        Box::pin(async move {
-            let _: Settings = ctx.settings()?;
-            let storage = Storage::open(&ctx.pipeline.services.storage.value)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let output = ctx.output_topic("output")?;
-            Ok(StageImpl::Processor(Arc::new(Anchors::new(
-                storage,
-                output,
-                ctx.metrics.clone(),
-            ))))
-        })
+    async fn build(&self, _settings: Settings, ctx: StageContext) -> anyhow::Result<StageImpl> {
+        let storage = ctx
+            .services
+            .storage()
+            .context("opening the dataset's storage")?;
+        let output = ctx.output("output")?;
+        Ok(StageImpl::Processor(Arc::new(Anchors::new(
+            storage,
+            output,
+            ctx.metrics.clone(),
+        ))))
     }
 
     fn default_concurrency(&self) -> usize {

@@ -6,15 +6,14 @@
 //! it instead of adding another.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{TimestampMillisecondType, UInt16Type};
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use sluice_bus::{OutRecord, Record};
+use sluice_bus::{now_ms, Record};
 use sluice_runtime::metrics::StageMetrics;
-use sluice_runtime::stage::{Processor, StageError};
+use sluice_runtime::stage::{Emitter, Output, Processor, StageError};
 use sluice_tables::{
     anchors_schema, pages_schema, read_columns, table, AnchorRow, AnchorRows, ReadError, Storage,
     TableWriter, ANCHORS_SCHEMA_VERSION,
@@ -36,26 +35,19 @@ const COLUMNS: [&str; 5] = ["final_url", "status", "content_type", "body", "fetc
 /// The anchors processor.
 pub struct Anchors {
     storage: Storage,
-    output: String,
+    output: Output,
     metrics: StageMetrics,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn storage_error(e: impl std::fmt::Display) -> StageError {
-    StageError::unavailable("storage", anyhow::anyhow!("{e}"))
+fn storage_error(e: impl Into<anyhow::Error>) -> StageError {
+    StageError::unavailable("storage", e)
 }
 
 /// A pages file that cannot be read is the manifest's fault (gone, or not Parquet): it goes
 /// to the dead-letter topic. A store that does not answer is an outage.
 fn read_error(e: ReadError) -> StageError {
     match e {
-        ReadError::Outage(e) => storage_error(e),
+        ReadError::Outage(e) => storage_error(anyhow::anyhow!(e)),
         ReadError::Unreadable(e) => {
             StageError::invalid("unreadable_batch", format!("the pages file: {e}"))
         }
@@ -64,7 +56,7 @@ fn read_error(e: ReadError) -> StageError {
 
 impl Anchors {
     /// A processor reading and writing under `storage`, publishing to `output`.
-    pub fn new(storage: Storage, output: String, metrics: StageMetrics) -> Self {
+    pub fn new(storage: Storage, output: Output, metrics: StageMetrics) -> Self {
         Self {
             storage,
             output,
@@ -142,7 +134,7 @@ fn extract_batch(batch: &RecordBatch) -> Extracted {
 
 #[async_trait]
 impl Processor for Anchors {
-    async fn process(&self, record: &Record) -> Result<Vec<OutRecord>, StageError> {
+    async fn process(&self, record: &Record, emit: &mut Emitter) -> Result<(), StageError> {
         let manifest = TableBatch::decode_of(&record.value, table::PAGES)
             .map_err(|(code, reason)| StageError::invalid(code, reason))?;
         let source = self.storage.resolve(&manifest.path);
@@ -210,6 +202,6 @@ impl Processor for Anchors {
         });
         tracing::info!(path = %out.path, rows = out.rows, "anchors file written");
         self.metrics.event("anchors_file");
-        Ok(vec![OutRecord::new(self.output.clone(), out.encode())])
+        emit.send(&self.output, out.encode()).await
     }
 }

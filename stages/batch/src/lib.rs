@@ -18,10 +18,9 @@ mod sink;
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use sluice_config::{KindInfo, PortInfo};
+use anyhow::Context as _;
+use sluice_config::KindInfo;
 use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
-use sluice_tables::Storage;
 use sluice_topics::{Contract, Page, TableBatch};
 
 pub use settings::Settings;
@@ -31,31 +30,25 @@ pub use sink::PagesSink;
 pub struct Kind;
 
 impl StageKind for Kind {
+    type Settings = Settings;
+
     fn info(&self) -> KindInfo {
-        KindInfo {
-            name: "parquet-batch",
-            summary: "write page records as Parquet files of the pages table; publish a manifest per file",
-            input: Some(Page::TYPE),
-            outputs: vec![PortInfo {
-                field: "output",
-                message_type: TableBatch::TYPE,
-                required: true,
-            }],
-            check_settings: sluice_config::check_validated::<Settings>,
-        }
+        KindInfo::new(
+            "parquet-batch",
+            "write page records as Parquet files of the pages table; publish a manifest per file",
+        )
+        .input(Page::TYPE)
+        .output("output", TableBatch::TYPE)
     }
 
-    fn build(&self, ctx: StageContext) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
-        Box::pin(async move {
-            let settings: Settings = ctx.settings()?;
-            sluice_config::Validate::validate(&settings)
-                .map_err(|(_, m)| anyhow::anyhow!("stage `{}`: {m}", ctx.name))?;
-            let spec = &ctx.pipeline.services.storage;
-            let storage = Storage::open(&spec.value).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let output = ctx.output_topic("output")?;
-            Ok(StageImpl::Batch(Arc::new(PagesSink::new(
-                storage, output, &settings,
-            ))))
-        })
+    async fn build(&self, settings: Settings, ctx: StageContext) -> anyhow::Result<StageImpl> {
+        let storage = ctx
+            .services
+            .storage()
+            .context("opening the dataset's storage")?;
+        let output = ctx.output("output")?;
+        Ok(StageImpl::Batch(Arc::new(PagesSink::new(
+            storage, output, &settings,
+        ))))
     }
 }

@@ -6,12 +6,9 @@
 //! replay after a crash between the file and the commit) ends where that file ended, so the
 //! replay writes the same file again instead of an overlapping one.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use async_trait::async_trait;
-use sluice_bus::{OutRecord, Record, TopicPartition};
-use sluice_runtime::batch::{BatchLimits, BatchSink, BatchWriter};
-use sluice_runtime::stage::StageError;
+use sluice_bus::{now_ms, Record, TopicPartition};
+use sluice_runtime::stage::{BatchLimits, BatchSink, BatchWriter, Emitter, Output, StageError};
 use sluice_tables::{
     file_prefix, pages_schema, table, FileName, PageRows, Storage, TableWriter,
     PAGES_SCHEMA_VERSION,
@@ -28,24 +25,17 @@ const CHUNK_BYTES: usize = 4 << 20;
 /// The parquet-batch sink.
 pub struct PagesSink {
     storage: Storage,
-    output: String,
+    output: Output,
     limits: BatchLimits,
 }
 
-fn storage_error(e: impl std::fmt::Display) -> StageError {
-    StageError::unavailable("storage", anyhow::anyhow!("{e}"))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+fn storage_error(e: impl Into<anyhow::Error>) -> StageError {
+    StageError::unavailable("storage", e)
 }
 
 impl PagesSink {
     /// A sink writing under `storage`, publishing manifests to `output`.
-    pub fn new(storage: Storage, output: String, settings: &Settings) -> Self {
+    pub fn new(storage: Storage, output: Output, settings: &Settings) -> Self {
         Self {
             storage,
             output,
@@ -101,7 +91,7 @@ impl BatchSink for PagesSink {
 
 struct PagesBatch {
     storage: Storage,
-    output: String,
+    output: Output,
     tp: TopicPartition,
     first: i64,
     end_at: Option<i64>,
@@ -135,12 +125,16 @@ impl BatchWriter for PagesBatch {
         Ok(record.value.len())
     }
 
-    async fn finish(mut self: Box<Self>, last_offset: i64) -> Result<Vec<OutRecord>, StageError> {
+    async fn finish(
+        mut self: Box<Self>,
+        last_offset: i64,
+        out: &mut Emitter,
+    ) -> Result<(), StageError> {
         self.flush_rows().await?;
         if self.writer.rows() == 0 {
             // Only dead-lettered records: nothing to write, the offsets are still done.
             self.writer.abort().await;
-            return Ok(Vec::new());
+            return Ok(());
         }
         let name = FileName {
             topic: self.tp.topic.clone(),
@@ -165,7 +159,7 @@ impl BatchWriter for PagesBatch {
             counts: Default::default(),
         };
         tracing::info!(path = %manifest.path, rows = manifest.rows, bytes = manifest.bytes, "pages file written");
-        Ok(vec![OutRecord::new(self.output.clone(), manifest.encode())])
+        out.send(&self.output, manifest.encode()).await
     }
 
     async fn abort(self: Box<Self>) {

@@ -5,6 +5,7 @@
 //! connection (DNS rebinding) cannot slip through. IP-literal URLs never reach a resolver, so
 //! [`AddressGuard::check_url`] covers those before each request (each redirect hop included).
 
+use anyhow::Context as _;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -160,7 +161,7 @@ pub fn http_client(settings: &Settings, guard: AddressGuard) -> anyhow::Result<r
         .pool_max_idle_per_host(settings.per_domain_concurrency.max(8) as usize)
         .tcp_nodelay(true)
         .build()
-        .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))
+        .context("building the HTTP client")
 }
 
 #[cfg(test)]

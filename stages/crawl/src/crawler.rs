@@ -7,31 +7,26 @@
 //! run out the failure is recorded in the page record: every URL taken from the input ends
 //! as a page record, and only undecodable input goes to the dead-letter topic.
 //!
-//! The stage produces the page record and the links itself (returning nothing to the runtime),
-//! so it can bound the memory held by pages the broker has not acknowledged yet — a
-//! page takes its size from the `max_pending` budget before it lets go of its request permit,
-//! and gives it back on the acknowledgement; bodies in memory are thus at most
-//! `fetch_concurrency` × `max_body` plus `max_pending`, whatever the broker's pace — and so
-//! it can remember delivered links (`seen.rs`). The input is still committed only after the
-//! page and the links are acknowledged.
+//! The page record goes to the runtime's emitter before the request permit is let go: the
+//! `output` port's budget is `max_pending`, so a page waits there while too many bytes are
+//! unacknowledged, and bodies in memory are at most `fetch_concurrency` × `max_body` plus
+//! `max_pending`, whatever the broker's pace. Links are remembered (`seen.rs`) only once the
+//! emitter says they are delivered.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rand::Rng;
-use sluice_bus::{OutRecord, Producer, Record};
-use sluice_runtime::deliver::produce_all;
+use sluice_bus::{now_ms, Record};
+use sluice_recrawl::Dedup;
 use sluice_runtime::metrics::StageMetrics;
-use sluice_runtime::retry::Backoff;
 use sluice_runtime::services::SlotError;
-use sluice_runtime::stage::{Processor, StageError};
-use sluice_stage_normalize::Dedup;
+use sluice_runtime::stage::{Emitter, Output, Processor, StageError};
 use sluice_topics::{Contract, CrawlUrl, FetchError, Page, Redirect, UrlIn};
 use sluice_web::domain::registrable_domain_of;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::OwnedSemaphorePermit;
 use url::Url;
 
 use crate::charset;
@@ -51,14 +46,10 @@ const KEPT_HEADERS: [&str; 3] = ["etag", "last-modified", "content-language"];
 
 /// Where a crawl's outputs go.
 pub struct Outputs {
-    /// Page records.
-    pub pages: String,
+    /// Page records (its budget is `max_pending`).
+    pub pages: Output,
     /// Discovered links (`url-in`), if wired.
-    pub discovered: Option<String>,
-    /// The process's producer (pages are produced by the stage itself, see `process`).
-    pub producer: Arc<dyn Producer>,
-    /// Cancelled on shutdown.
-    pub shutdown: CancellationToken,
+    pub discovered: Option<Output>,
 }
 
 /// The crawl stage's processor.
@@ -71,13 +62,8 @@ pub struct Crawler {
     recrawl: Dedup,
     outputs: Outputs,
     metrics: StageMetrics,
-    producer: Arc<dyn Producer>,
-    shutdown: CancellationToken,
     /// Links emitted recently, not sent again.
     seen: SeenLinks,
-    /// KiB of page records waiting for the broker's acknowledgement.
-    pending: Arc<Semaphore>,
-    pending_capacity: usize,
 }
 
 /// How one attempt ended.
@@ -86,13 +72,6 @@ enum Attempt {
     Done(Page),
     /// Transient: try again after the given delay (or the backoff), or record this page.
     Retry(Page, Option<Duration>),
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn slot_error(e: SlotError) -> StageError {
@@ -141,10 +120,7 @@ impl Crawler {
         outputs: Outputs,
         metrics: StageMetrics,
     ) -> Self {
-        let seen = SeenLinks::new(settings.link_cache, settings.recrawl_after.0);
-        let producer = outputs.producer.clone();
-        let pending_capacity = (settings.max_pending.0 / 1024).clamp(1, u32::MAX as u64) as usize;
-        let shutdown = outputs.shutdown.clone();
+        let seen = SeenLinks::new(settings.link_cache, recrawl.recrawl_after());
         let robots = RobotsCache::new(
             &settings.robots_token(),
             settings.robots_cache_ttl.0,
@@ -159,11 +135,7 @@ impl Crawler {
             recrawl,
             outputs,
             metrics,
-            producer,
-            shutdown,
             seen,
-            pending: Arc::new(Semaphore::new(pending_capacity)),
-            pending_capacity,
         }
     }
 
@@ -448,12 +420,12 @@ impl Crawler {
         }
     }
 
-    /// Discovered links of a fetched page, as url-in records (URL, record), leaving out
-    /// those this process emitted recently. Sets `links_out` to all followable links.
-    fn discover(&self, item: &CrawlUrl, page: &mut Page) -> Vec<(String, OutRecord)> {
-        let Some(topic) = &self.outputs.discovered else {
+    /// Discovered links of a fetched page, as url-in messages, leaving out those this
+    /// process emitted recently. Sets `links_out` to all followable links.
+    fn discover(&self, item: &CrawlUrl, page: &mut Page) -> Vec<UrlIn> {
+        if self.outputs.discovered.is_none() {
             return Vec::new();
-        };
+        }
         let (Some(body), Some(status)) = (&page.body, page.status) else {
             return Vec::new();
         };
@@ -479,44 +451,14 @@ impl Crawler {
         followable
             .into_iter()
             .filter(|u| !self.seen.contains(u))
-            .map(|url| {
-                let next = UrlIn {
-                    url: url.clone(),
-                    depth: item.depth + 1,
-                    source: Some(page.final_url.clone()),
-                };
-                (url, OutRecord::new(topic.clone(), next.encode()))
+            .map(|url| UrlIn {
+                url,
+                depth: item.depth + 1,
+                source: Some(page.final_url.clone()),
             })
             .collect()
     }
-
-    /// Produces `records` and waits for every acknowledgement, retrying what the broker
-    /// refused until it takes it or shutdown begins (then the runtime's retry replays the URL).
-    async fn produce(&self, records: Vec<OutRecord>) -> Result<(), StageError> {
-        if produce_all(
-            &*self.producer,
-            &records,
-            &self.metrics,
-            &PRODUCE_BACKOFF,
-            &self.shutdown,
-        )
-        .await
-        {
-            Ok(())
-        } else {
-            Err(StageError::Transient(anyhow::anyhow!(
-                "broker unavailable during shutdown"
-            )))
-        }
-    }
 }
-
-/// Backoff between produce attempts of page and link records.
-const PRODUCE_BACKOFF: Backoff = Backoff {
-    attempts: u32::MAX,
-    base: Duration::from_millis(100),
-    max: Duration::from_secs(5),
-};
 
 fn record_failure(page: &mut Page, failure: Failure) {
     error(page, failure.code, failure.message);
@@ -524,7 +466,7 @@ fn record_failure(page: &mut Page, failure: Failure) {
 
 #[async_trait]
 impl Processor for Crawler {
-    async fn process(&self, record: &Record) -> Result<Vec<OutRecord>, StageError> {
+    async fn process(&self, record: &Record, out: &mut Emitter) -> Result<(), StageError> {
         let item = CrawlUrl::decode(&record.value).map_err(|e| {
             StageError::invalid(e.code(), format!("undecodable crawl-url message: {e}"))
         })?;
@@ -547,24 +489,21 @@ impl Processor for Crawler {
             },
         });
         tracing::debug!(url = %item.url, status = ?page.status, error = ?page.error.as_ref().map(|e| &e.code), links = page.links_out, "crawled");
-        let record = OutRecord::new(self.outputs.pages.clone(), page.encode())
-            .with_key(item.domain.as_bytes());
+        let encoded = page.encode();
         drop(page);
-        let kib = (record.value.len() / 1024).clamp(1, self.pending_capacity) as u32;
-        let budget = self
-            .pending
-            .clone()
-            .acquire_many_owned(kib)
-            .await
-            .expect("the pending budget is never closed");
+        // Waits for room in the `max_pending` budget while still holding the request permit,
+        // so bodies in memory stay bounded when the broker is slow.
+        out.send_keyed(&self.outputs.pages, item.domain.as_bytes(), encoded)
+            .await?;
         drop(held);
-        let (urls, mut records): (Vec<String>, Vec<OutRecord>) = links.into_iter().unzip();
-        records.push(record);
-        self.produce(records).await?;
-        drop(budget);
+        if let Some(discovered) = &self.outputs.discovered {
+            for link in &links {
+                out.send(discovered, link.encode()).await?;
+            }
+        }
+        out.flush().await?;
         // Remembered only now that they are delivered: a retry must not skip any.
-        self.seen.insert(urls.iter().map(String::as_str));
-        // Everything is delivered; the runtime commits the input.
-        Ok(Vec::new())
+        self.seen.insert(links.iter().map(|l| l.url.as_str()));
+        Ok(())
     }
 }

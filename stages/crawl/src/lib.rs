@@ -8,6 +8,7 @@
 //!
 //! Files, in the order a URL meets them:
 //! - `settings.rs` — the pipeline.yaml fields and their defaults;
+//! - `clock.rs` — the recrawl clock it shares with the normalize-dedup stage feeding it;
 //! - `crawler.rs` — the processor: retries, redirects, the page record;
 //! - `politeness.rs` — domain queues, etcd slots, host turns, request permits;
 //! - `robots.rs` — the robots.txt cache;
@@ -22,6 +23,7 @@
 
 mod charset;
 mod client;
+mod clock;
 mod crawler;
 mod fetch;
 mod links;
@@ -33,10 +35,10 @@ mod settings;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use sluice_config::{KindInfo, PortInfo};
+use sluice_config::KindInfo;
+use sluice_config::{Pipeline, StageSpec};
+use sluice_recrawl::Dedup;
 use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
-use sluice_stage_normalize::Dedup;
 use sluice_topics::{Contract, CrawlUrl, Page, UrlIn};
 
 pub use charset::{decode as decode_body, Decoded};
@@ -50,66 +52,63 @@ pub use settings::{Scope, Settings};
 pub struct Kind;
 
 impl StageKind for Kind {
+    type Settings = Settings;
+
     fn info(&self) -> KindInfo {
-        KindInfo {
-            name: "crawl",
-            summary: "fetch URLs politely (robots.txt, etcd domain slots), emit pages and discovered links",
-            input: Some(CrawlUrl::TYPE),
-            outputs: vec![
-                PortInfo {
-                    field: "output",
-                    message_type: Page::TYPE,
-                    required: true,
-                },
-                PortInfo {
-                    field: "discovered",
-                    message_type: UrlIn::TYPE,
-                    required: false,
-                },
-            ],
-            check_settings: sluice_config::check_validated::<Settings>,
-        }
+        KindInfo::new(
+            "crawl",
+            "fetch URLs politely (robots.txt, etcd domain slots), emit pages and discovered links",
+        )
+        .input(CrawlUrl::TYPE)
+        .output("output", Page::TYPE)
+        .optional_output("discovered", UrlIn::TYPE)
     }
 
-    fn build(&self, ctx: StageContext) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
-        Box::pin(async move {
-            let settings: Settings = ctx.settings()?;
-            sluice_config::Validate::validate(&settings)
-                .map_err(|(_, m)| anyhow::anyhow!("stage `{}`: {m}", ctx.name))?;
-            let outputs = Outputs {
-                pages: ctx.output_topic("output")?,
-                discovered: ctx.output_topic("discovered").ok(),
-                producer: ctx.producer.clone(),
-                shutdown: ctx.shutdown.clone(),
-            };
-            let guard = AddressGuard::new(&settings);
-            let client = client::http_client(&settings, guard.clone())?;
-            let politeness = Politeness::new(
-                ctx.services.slots.clone(),
-                Limits {
-                    per_domain: settings.per_domain_concurrency,
-                    fetch_concurrency: settings.fetch_concurrency,
-                    lease_ttl: settings.slot_lease_ttl.0,
-                    min_delay: settings.min_delay.0,
-                    max_crawl_delay: settings.max_crawl_delay.0,
-                },
-            );
-            watch_slots(&ctx);
-            let recrawl = Dedup::new(
-                ctx.services.cache.clone(),
-                settings.key_prefix.clone(),
-                settings.recrawl_after.0,
-            );
-            Ok(StageImpl::Processor(Arc::new(Crawler::new(
-                settings,
-                client,
-                guard,
-                politeness,
-                recrawl,
-                outputs,
-                ctx.metrics.clone(),
-            ))))
-        })
+    async fn build(&self, settings: Settings, ctx: StageContext) -> anyhow::Result<StageImpl> {
+        let outputs = Outputs {
+            // Bodies waiting for the broker count against `max_pending`, so memory stays
+            // bounded whatever the broker's pace.
+            pages: ctx.output("output")?.with_budget(settings.max_pending.0),
+            discovered: ctx.optional_output("discovered"),
+        };
+        let guard = AddressGuard::new(&settings);
+        let client = client::http_client(&settings, guard.clone())?;
+        let politeness = Politeness::new(
+            ctx.services.slots.clone(),
+            Limits {
+                per_domain: settings.per_domain_concurrency,
+                fetch_concurrency: settings.fetch_concurrency,
+                lease_ttl: settings.slot_lease_ttl.0,
+                min_delay: settings.min_delay.0,
+                max_crawl_delay: settings.max_crawl_delay.0,
+            },
+        );
+        ctx.watch("etcd", Arc::new(ctx.services.slots.clone()));
+        let clock = clock::resolve(&settings, &ctx.spec, &ctx.pipeline)
+            .map_err(|(field, m)| anyhow::anyhow!("stage `{}`: {field}: {m}", ctx.name))?;
+        let recrawl = Dedup::new(
+            ctx.services.cache.clone(),
+            clock.key_prefix,
+            clock.recrawl_after.0,
+        );
+        Ok(StageImpl::Processor(Arc::new(Crawler::new(
+            settings,
+            client,
+            guard,
+            politeness,
+            recrawl,
+            outputs,
+            ctx.metrics.clone(),
+        ))))
+    }
+
+    fn check_in_pipeline(
+        &self,
+        settings: &Settings,
+        stage: &StageSpec,
+        pipeline: &Pipeline,
+    ) -> Result<(), (&'static str, String)> {
+        clock::resolve(settings, stage, pipeline).map(drop)
     }
 
     fn default_concurrency(&self) -> usize {
@@ -122,25 +121,4 @@ impl StageKind for Kind {
     fn drain_timeout(&self) -> Duration {
         Duration::from_secs(60)
     }
-}
-
-/// Keeps `/readyz` current for etcd while no URL is being fetched.
-fn watch_slots(ctx: &StageContext) {
-    const COMPONENT: &str = "etcd";
-    let slots = ctx.services.slots.clone();
-    let health = ctx.health.clone();
-    let shutdown = ctx.shutdown.clone();
-    health.register(COMPONENT);
-    tokio::spawn(async move {
-        loop {
-            match slots.ping().await {
-                Ok(()) => health.ready(COMPONENT),
-                Err(e) => health.not_ready(COMPONENT, e),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(3)) => {}
-                _ = shutdown.cancelled() => return,
-            }
-        }
-    });
 }

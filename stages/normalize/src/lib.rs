@@ -5,25 +5,23 @@
 //! every URL on once per `recrawl_after` as a [`CrawlUrl`] keyed by registrable domain — so
 //! one domain's URLs share a partition, and the crawl stage that owns it owns its politeness.
 //!
-//! Files: `settings.rs` (pipeline.yaml fields), `dedup.rs` (the memcached claim protocol),
-//! `processor.rs` (one record in, at most one out).
+//! Files: `settings.rs` (pipeline.yaml fields), `processor.rs` (one record in, at most one
+//! out). The memcached claim protocol is the recrawl clock's (`sluice-recrawl`), which this
+//! stage owns: the crawl stage it feeds marks the same clock with the same settings.
 //!
 //! [`UrlIn`]: sluice_topics::UrlIn
 //! [`CrawlUrl`]: sluice_topics::CrawlUrl
 
-mod dedup;
 mod processor;
 mod settings;
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use sluice_config::{KindInfo, PortInfo};
-use sluice_runtime::services::watch::watch_cache;
+use sluice_config::KindInfo;
+use sluice_recrawl::Dedup;
 use sluice_runtime::stage::{StageContext, StageImpl, StageKind};
 use sluice_topics::{Contract, CrawlUrl, UrlIn};
 
-pub use dedup::{Claim, Dedup};
 pub use processor::NormalizeDedup;
 pub use settings::Settings;
 
@@ -31,48 +29,33 @@ pub use settings::Settings;
 pub struct Kind;
 
 impl StageKind for Kind {
+    type Settings = Settings;
+
     fn info(&self) -> KindInfo {
-        KindInfo {
-            name: "normalize-dedup",
-            summary: "normalize URLs, key them by registrable domain, pass each on once per recrawl interval",
-            input: Some(UrlIn::TYPE),
-            outputs: vec![PortInfo {
-                field: "output",
-                message_type: CrawlUrl::TYPE,
-                required: true,
-            }],
-            check_settings: |node| {
-                sluice_config::from_node::<Settings>(node)
-                    .map(|_| ())
-                    .map_err(|d| vec![d])
-            },
-        }
+        KindInfo::new(
+            sluice_recrawl::OWNER_KIND,
+            "normalize URLs, key them by registrable domain, pass each on once per recrawl interval",
+        )
+        .input(UrlIn::TYPE)
+        .output("output", CrawlUrl::TYPE)
     }
 
-    fn build(&self, ctx: StageContext) -> BoxFuture<'static, anyhow::Result<StageImpl>> {
-        Box::pin(async move {
-            let settings: Settings = ctx.settings()?;
-            let output = ctx.output_topic("output")?;
-            if settings.dedup {
-                watch_cache(
-                    "memcached",
-                    ctx.services.cache.clone(),
-                    ctx.health.clone(),
-                    ctx.shutdown.clone(),
-                );
-            }
-            let dedup = Dedup::new(
-                ctx.services.cache.clone(),
-                settings.key_prefix.clone(),
-                settings.recrawl_after.0,
-            );
-            Ok(StageImpl::Processor(Arc::new(NormalizeDedup::new(
-                settings,
-                output,
-                dedup,
-                ctx.metrics.clone(),
-            ))))
-        })
+    async fn build(&self, settings: Settings, ctx: StageContext) -> anyhow::Result<StageImpl> {
+        let output = ctx.output("output")?;
+        if settings.dedup {
+            ctx.watch("memcached", ctx.services.cache.clone());
+        }
+        let dedup = Dedup::new(
+            ctx.services.cache.clone(),
+            settings.key_prefix.clone(),
+            settings.recrawl_after.0,
+        );
+        Ok(StageImpl::Processor(Arc::new(NormalizeDedup::new(
+            settings,
+            output,
+            dedup,
+            ctx.metrics.clone(),
+        ))))
     }
 
     fn default_concurrency(&self) -> usize {

@@ -1,20 +1,21 @@
 use async_trait::async_trait;
-use sluice_bus::{OutRecord, Record};
+use sluice_bus::Record;
 use sluice_runtime::metrics::StageMetrics;
 use sluice_runtime::services::CacheError;
-use sluice_runtime::stage::{Processor, StageError};
+use sluice_runtime::stage::{Emitter, Output, Processor, StageError};
 use sluice_topics::{Contract, CrawlUrl, UrlIn};
 use sluice_web::domain::registrable_domain_of;
 use sluice_web::normalize::{normalize, NormalizeOptions};
 
-use crate::dedup::{now_ms, Claim, Dedup};
 use crate::settings::Settings;
+use sluice_bus::now_ms;
+use sluice_recrawl::{Claim, Dedup};
 
 /// The stage's processor.
 pub struct NormalizeDedup {
     options: NormalizeOptions,
     dedup: Option<Dedup>,
-    output: String,
+    output: Output,
     metrics: StageMetrics,
 }
 
@@ -31,7 +32,7 @@ fn claim_id(r: &Record) -> String {
 
 impl NormalizeDedup {
     /// A processor writing to `output`.
-    pub fn new(settings: Settings, output: String, dedup: Dedup, metrics: StageMetrics) -> Self {
+    pub fn new(settings: Settings, output: Output, dedup: Dedup, metrics: StageMetrics) -> Self {
         Self {
             options: settings.normalize_options(),
             dedup: settings.dedup.then_some(dedup),
@@ -43,7 +44,7 @@ impl NormalizeDedup {
 
 #[async_trait]
 impl Processor for NormalizeDedup {
-    async fn process(&self, record: &Record) -> Result<Vec<OutRecord>, StageError> {
+    async fn process(&self, record: &Record, out: &mut Emitter) -> Result<(), StageError> {
         let input = UrlIn::decode(&record.value).map_err(|e| {
             StageError::invalid(e.code(), format!("undecodable url-in message: {e}"))
         })?;
@@ -60,20 +61,19 @@ impl Processor for NormalizeDedup {
                 == Claim::Duplicate
             {
                 self.metrics.event("duplicate");
-                return Ok(Vec::new());
+                return Ok(());
             }
         }
         self.metrics.event("passed");
-        let out = CrawlUrl {
+        let next = CrawlUrl {
             url,
             domain,
             depth: input.depth,
             source: input.source,
             queued_at_ms: now_ms(),
         };
-        Ok(vec![
-            OutRecord::new(self.output.clone(), out.encode()).with_key(out.domain.as_bytes())
-        ])
+        out.send_keyed(&self.output, next.domain.as_bytes(), next.encode())
+            .await
     }
 }
 

@@ -6,7 +6,8 @@ use sluice_web::normalize::NormalizeOptions;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// A URL is passed on again only after this long (default `24h`).
+    /// A URL is passed on again only after this long (default `24h`). Part of the recrawl
+    /// clock, which the crawl stage fed by this one shares.
     pub recrawl_after: HumanDuration,
     /// Deduplicate through the cache (default true). Off: every valid URL passes.
     pub dedup: bool,
@@ -25,10 +26,11 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         let n = NormalizeOptions::default();
+        let clock = sluice_recrawl::ClockSettings::default();
         Self {
-            recrawl_after: HumanDuration(std::time::Duration::from_secs(24 * 3600)),
+            recrawl_after: clock.recrawl_after,
             dedup: true,
-            key_prefix: "sluice:url:".into(),
+            key_prefix: clock.key_prefix,
             max_length: n.max_length,
             strip_params: n.strip_params,
             sort_query: n.sort_query,
@@ -48,3 +50,5 @@ impl Settings {
         }
     }
 }
+
+impl sluice_config::Validate for Settings {}

@@ -6,7 +6,6 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 
@@ -19,12 +18,6 @@ pub(super) const SEGMENT: usize = 1024;
 
 /// Kafka's limit on topic name length.
 const MAX_TOPIC_NAME: usize = 249;
-
-pub(super) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// Kafka's topic name rules, checked here so that a name that works in memory works on Kafka.
 pub(super) fn check_topic_name(name: &str) -> Result<(), BusError> {
@@ -101,7 +94,7 @@ impl Topic {
             key: key.map(Vec::into_boxed_slice),
             value: value.into_boxed_slice(),
             headers: headers.into_boxed_slice(),
-            timestamp_ms: now_ms(),
+            timestamp_ms: crate::now_ms(),
         });
         Ok(Delivered {
             partition: index,
@@ -201,8 +194,9 @@ mod tests {
     use std::collections::HashMap;
     use std::time::Duration;
 
-    use super::{now_ms, SEGMENT};
+    use super::SEGMENT;
     use crate::memory::testing::{assert_quiet, assigned, bus_with, options, record, tp};
+    use crate::now_ms;
     use crate::{partition_for_key, Bus, Delivered, OutRecord, Record};
 
     #[tokio::test]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use sluice_config::{check_with, HumanDuration, KindInfo, PortInfo, Spanned};
+use sluice_config::{check_with, HumanDuration, KindInfo, Spanned, StaticKind};
 
 /// Settings of the `http-source` kind.
 #[derive(Debug, Deserialize)]
@@ -39,54 +39,28 @@ pub struct CrawlSettings {
 #[serde(deny_unknown_fields)]
 pub struct NoSettings {}
 
-pub fn catalog() -> Vec<KindInfo> {
+pub fn catalog() -> Vec<StaticKind> {
     vec![
-        KindInfo {
-            name: "http-source",
-            summary: "accepts URLs over HTTP",
-            input: None,
-            outputs: vec![PortInfo {
-                field: "output",
-                message_type: "RawUrl",
-                required: true,
-            }],
-            check_settings: check_with::<SourceSettings>,
+        StaticKind {
+            info: KindInfo::new("http-source", "accepts URLs over HTTP").output("output", "RawUrl"),
+            check: check_with::<SourceSettings>,
         },
-        KindInfo {
-            name: "normalize-dedup",
-            summary: "normalizes and deduplicates URLs",
-            input: Some("RawUrl"),
-            outputs: vec![PortInfo {
-                field: "output",
-                message_type: "Url",
-                required: true,
-            }],
-            check_settings: check_with::<NormalizeSettings>,
+        StaticKind {
+            info: KindInfo::new("normalize-dedup", "normalizes and deduplicates URLs")
+                .input("RawUrl")
+                .output("output", "Url"),
+            check: check_with::<NormalizeSettings>,
         },
-        KindInfo {
-            name: "crawl",
-            summary: "fetches pages",
-            input: Some("Url"),
-            outputs: vec![
-                PortInfo {
-                    field: "output",
-                    message_type: "Page",
-                    required: true,
-                },
-                PortInfo {
-                    field: "discovered",
-                    message_type: "RawUrl",
-                    required: false,
-                },
-            ],
-            check_settings: check_with::<CrawlSettings>,
+        StaticKind {
+            info: KindInfo::new("crawl", "fetches pages")
+                .input("Url")
+                .output("output", "Page")
+                .optional_output("discovered", "RawUrl"),
+            check: check_with::<CrawlSettings>,
         },
-        KindInfo {
-            name: "sink",
-            summary: "stores pages",
-            input: Some("Page"),
-            outputs: vec![],
-            check_settings: check_with::<NoSettings>,
+        StaticKind {
+            info: KindInfo::new("sink", "stores pages").input("Page"),
+            check: check_with::<NoSettings>,
         },
     ]
 }

@@ -186,6 +186,12 @@ impl Cache for MemoryCache {
     }
 }
 
+impl crate::health::Ping for dyn Cache {
+    fn ping(&self) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { Cache::ping(self).await.map_err(|e| e.to_string()) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -171,6 +171,12 @@ impl SlotsBackend for MemorySlots {
     }
 }
 
+impl crate::health::Ping for Slots {
+    fn ping(&self) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { Slots::ping(self).await.map_err(|e| e.to_string()) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,7 @@ use sluice_bus::{
     SubscribeOptions, TopicPartition,
 };
 use sluice_runtime::driver::Driver;
+use sluice_runtime::emit::{Emitter, Output};
 use sluice_runtime::health::Health;
 use sluice_runtime::metrics::Metrics;
 use sluice_runtime::retry::Backoff;
@@ -156,13 +157,13 @@ impl Observed {
 struct Recorder {
     observed: Arc<Observed>,
     member: usize,
-    output: String,
+    output: Output,
     max_work: Duration,
 }
 
 #[async_trait]
 impl Processor for Recorder {
-    async fn process(&self, record: &Record) -> Result<Vec<OutRecord>, StageError> {
+    async fn process(&self, record: &Record, out: &mut Emitter) -> Result<(), StageError> {
         let spread = (record.offset as u64 * 7919 + record.partition as u64 * 31) % 16;
         tokio::time::sleep(self.max_work.mul_f64(spread as f64 / 15.0)).await;
         let o = &self.observed;
@@ -178,7 +179,7 @@ impl Processor for Recorder {
             .unwrap()
             .entry(self.member)
             .or_default() += 1;
-        Ok(vec![OutRecord::new(&self.output, record.value.clone())])
+        out.send(&self.output, record.value.clone()).await
     }
 }
 
@@ -270,7 +271,7 @@ async fn start_member(
         processor: Arc::new(Recorder {
             observed: observed.clone(),
             member,
-            output: names.output.clone(),
+            output: Output::new("output", &names.output),
             max_work: scenario.max_work,
         }),
         consumer: Box::new(Watched {

@@ -19,8 +19,9 @@
 //! `d|…` entries are written by the crawl stage when it fetches (the recrawl clock).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use sluice_bus::now_ms;
 use sluice_runtime::services::{Cache, CacheError};
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -44,13 +45,6 @@ pub struct Dedup {
 /// How many times a lost `cas` race is retried before calling the URL a duplicate: losing
 /// means someone else just claimed it.
 const CAS_ATTEMPTS: usize = 3;
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 enum Entry<'a> {
     Pending { at_ms: i64, claim: &'a str },
@@ -82,6 +76,11 @@ impl Dedup {
             prefix,
             recrawl_after,
         }
+    }
+
+    /// How long a URL is not passed again.
+    pub fn recrawl_after(&self) -> Duration {
+        self.recrawl_after
     }
 
     /// The cache key of a normalized URL.

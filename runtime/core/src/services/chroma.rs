@@ -304,3 +304,9 @@ impl Chroma {
             .collect())
     }
 }
+
+impl crate::health::Ping for Chroma {
+    fn ping(&self) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.heartbeat().await.map_err(|e| e.to_string()) })
+    }
+}
