@@ -155,16 +155,11 @@ async fn main() {
     );
     let files = support::html_files(&root);
     let base: url::Url = "http://docs.test/".parse().unwrap();
-    let docs: Vec<(String, url::Url)> = files
-        .iter()
-        .map(|f| {
+    let docs: Vec<(String, url::Url)> = support::site_pages(&root, &base)
+        .into_iter()
+        .map(|(f, url)| {
             let html = String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned();
-            let rel = f
-                .strip_prefix(&root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            (html, base.join(&rel).unwrap())
+            (html, url)
         })
         .collect();
     let mb: f64 = docs.iter().map(|(d, _)| d.len()).sum::<usize>() as f64 / 1e6;

@@ -19,7 +19,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use sluice_bus::kafka::KafkaBus;
-use sluice_bus::{Bus, OutRecord, TopicPartition, TopicSpec};
+use sluice_bus::{Bus, OutRecord, TopicPartition};
 use sluice_topics::{Contract, Page};
 
 const PARTITIONS: i32 = 8;
@@ -90,25 +90,8 @@ async fn main() {
     let id = std::process::id();
     let (input, output) = (format!("bench-pages-{id}"), format!("bench-batches-{id}"));
     let bus: Arc<dyn Bus> = Arc::new(KafkaBus::new(&broker, Default::default()));
-    bus.create_topics(&[
-        TopicSpec {
-            name: input.clone(),
-            partitions: PARTITIONS,
-            replication: -1,
-        },
-        TopicSpec {
-            name: output.clone(),
-            partitions: 1,
-            replication: -1,
-        },
-        TopicSpec {
-            name: format!("dlq-{id}"),
-            partitions: 1,
-            replication: -1,
-        },
-    ])
-    .await
-    .unwrap();
+    support::create_topics_on(&bus, &[&input], PARTITIONS).await;
+    support::create_topics_on(&bus, &[&output, &format!("dlq-{id}")], 1).await;
     let producer = bus.producer().unwrap();
     let mut sends = FuturesUnordered::new();
     let mut bytes = 0usize;
@@ -143,12 +126,8 @@ async fn main() {
     );
     let file = dir.path().join("bench.yaml");
     std::fs::write(&file, yaml).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "-f"])
-        .arg(&file)
-        .args(["--stage", &stage, "--metrics-addr", "127.0.0.1:0"])
+    let mut child = support::run_stage(&file, &stage)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();

@@ -30,12 +30,32 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use sluice_bus::kafka::KafkaBus;
-use sluice_bus::{Bus, OutRecord, TopicPartition, TopicSpec};
+use sluice_bus::{Bus, OutRecord, TopicPartition};
 use sluice_topics::{Contract, CrawlUrl};
 
 fn env(name: &str) -> String {
     std::env::var(name)
         .unwrap_or_else(|_| panic!("{name} is not set: run benches/run.sh --bench crawl"))
+}
+
+/// Partitions of the benchmark's topics.
+const PARTITIONS: i32 = 4;
+
+/// The feed as crawl-url records on `topic`, spread over the partitions (production keys by
+/// domain, and one domain would sit on one partition).
+fn feed_records<'a>(topic: &'a str, feed: &'a [String]) -> impl Iterator<Item = OutRecord> + 'a {
+    feed.iter().enumerate().map(move |(i, url)| {
+        let c = CrawlUrl {
+            url: url.clone(),
+            domain: "127.0.0.1".into(),
+            depth: 0,
+            source: None,
+            queued_at_ms: 0,
+        };
+        let mut r = OutRecord::new(topic, c.encode());
+        r.partition = Some(i as i32 % PARTITIONS);
+        r
+    })
 }
 
 async fn pages_written(bus: &Arc<dyn Bus>, topic: &str, partitions: i32) -> i64 {
@@ -67,7 +87,6 @@ async fn crawl_stage(feed: &[String], concurrency: usize, etcd: &str) -> StageRe
             .as_millis()
             % 1_000_000
     );
-    const PARTITIONS: i32 = 4;
     let (input, pages, links, stage) = (
         format!("bench-urls-{id}"),
         format!("bench-pages-{id}"),
@@ -108,40 +127,20 @@ stages:
     let file = dir.path().join("bench.yaml");
     std::fs::write(&file, yaml).unwrap();
     let bus: Arc<dyn Bus> = Arc::new(KafkaBus::new(&broker, Default::default()));
-    let specs: Vec<TopicSpec> = [&input, &pages, &links, &format!("dlq-{id}")]
-        .iter()
-        .map(|t| TopicSpec {
-            name: t.to_string(),
-            partitions: PARTITIONS,
-            replication: -1,
-        })
-        .collect();
-    bus.create_topics(&specs).await.unwrap();
+    support::create_topics_on(
+        &bus,
+        &[&input, &pages, &links, &format!("dlq-{id}")],
+        PARTITIONS,
+    )
+    .await;
     // The whole feed is on the topic before the stage starts, so the stage is never starved.
     let p = bus.producer().unwrap();
-    let mut sends = FuturesUnordered::new();
-    for (i, url) in feed.iter().enumerate() {
-        let c = CrawlUrl {
-            url: url.clone(),
-            domain: "127.0.0.1".into(),
-            depth: 0,
-            source: None,
-            queued_at_ms: 0,
-        };
-        let mut r = OutRecord::new(input.clone(), c.encode());
-        // Spread over the partitions (production keys by domain; one domain would sit on one).
-        r.partition = Some(i as i32 % PARTITIONS);
-        sends.push(p.send(r));
-    }
+    let mut sends: FuturesUnordered<_> = feed_records(&input, feed).map(|r| p.send(r)).collect();
     while let Some(r) = sends.next().await {
         r.unwrap();
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "-f"])
-        .arg(&file)
-        .args(["--stage", &stage, "--metrics-addr", "127.0.0.1:0"])
+    let mut child = support::run_stage(&file, &stage)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
@@ -180,7 +179,6 @@ async fn crawl_stage_embedded(feed: &[String], concurrency: usize) -> f64 {
     use sluice_runtime::registry::Registry;
     use sluice_runtime::runner::{start_on, RunOptions};
     use sluice_runtime::services::Services;
-    const PARTITIONS: i32 = 4;
     let yaml = format!(
         r#"name: bench-embedded
 broker: memory
@@ -209,26 +207,9 @@ stages:
     let (p, _) = sluice_config::load_str_validated(&yaml, "bench.yaml", &[], &|_| None, &registry)
         .unwrap_or_else(|d| panic!("{d}"));
     let bus: Arc<dyn Bus> = Arc::new(sluice_bus::memory::MemoryBus::new());
-    let specs: Vec<TopicSpec> = ["urls", "pages", "links", "dlq"]
-        .iter()
-        .map(|t| TopicSpec {
-            name: t.to_string(),
-            partitions: PARTITIONS,
-            replication: 1,
-        })
-        .collect();
-    bus.create_topics(&specs).await.unwrap();
+    support::create_topics_on(&bus, &["urls", "pages", "links", "dlq"], PARTITIONS).await;
     let producer = bus.producer().unwrap();
-    for (i, url) in feed.iter().enumerate() {
-        let c = CrawlUrl {
-            url: url.clone(),
-            domain: "127.0.0.1".into(),
-            depth: 0,
-            source: None,
-            queued_at_ms: 0,
-        };
-        let mut r = OutRecord::new("urls", c.encode());
-        r.partition = Some(i as i32 % PARTITIONS);
+    for r in feed_records("urls", feed) {
         producer.send(r).await.unwrap();
     }
     let token = tokio_util::sync::CancellationToken::new();
@@ -316,16 +297,9 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
     let base: url::Url = site.parse().unwrap();
-    let pages: Vec<String> = support::html_files(&root)
-        .iter()
-        .map(|p| {
-            let rel = p
-                .strip_prefix(&root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            base.join(&rel).unwrap().to_string()
-        })
+    let pages: Vec<String> = support::site_pages(&root, &base)
+        .into_iter()
+        .map(|(_, url)| url.to_string())
         .collect();
     let bytes: u64 = support::html_files(&root)
         .iter()

@@ -7,6 +7,9 @@
 //! the first record taken to the last input offset committed, so consumer-group joins (which
 //! take seconds on some brokers) do not count.
 
+#[path = "../tests/common/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +20,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_bus::kafka::KafkaBus;
-use sluice_bus::{Bus, OutRecord, TopicPartition, TopicSpec};
+use sluice_bus::{Bus, OutRecord, TopicPartition};
 use sluice_runtime::registry::Registry;
 use sluice_runtime::runner::{start_on, RunOptions};
 use sluice_runtime::services::{MemcachedCache, Services};
@@ -222,15 +225,7 @@ fn main() {
         let bus: Arc<dyn Bus> = Arc::new(KafkaBus::new(&broker, Default::default()));
         let input = format!("bench-in-{id}");
         let (raw_out, stage_out) = (format!("bench-raw-{id}"), format!("bench-urls-{id}"));
-        let specs: Vec<TopicSpec> = [&input, &raw_out, &stage_out]
-            .iter()
-            .map(|t| TopicSpec {
-                name: t.to_string(),
-                partitions: PARTITIONS,
-                replication: 1,
-            })
-            .collect();
-        bus.create_topics(&specs).await.unwrap();
+        support::create_topics_on(&bus, &[&input, &raw_out, &stage_out], PARTITIONS).await;
         let urls = workload(total);
         let t = Instant::now();
         fill(&bus, &input, &urls).await;

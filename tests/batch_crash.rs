@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type};
-use common::{servers, unique, write_pipeline, StageProcess};
-use sluice_bus::kafka::KafkaBus;
+use common::pipeline::{create_topics, Head, RESTARTABLE};
+use common::{kafka_bus, unique, write_pipeline, StageProcess};
 use sluice_bus::{Bus, OutRecord, TopicPartition};
 use sluice_tables::{FileName, Storage};
 use sluice_topics::{Contract, Page};
@@ -68,46 +68,28 @@ async fn committed(bus: &Arc<dyn Bus>, group: &str, topic: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_batch_every_page_is_in_exactly_one_file() {
-    let s = servers();
     let id = unique("crash");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let stage = format!("batch-{id}");
     let (input, output) = (format!("pages-{id}"), format!("batches-{id}"));
-    let yaml = format!(
-        r#"name: {id}
-broker: {broker}
-broker_options:
-  session.timeout.ms: 10000
-  max.poll.interval.ms: 20000
-  group.instance.id: ${{SLUICE_TEST_INSTANCE:-none}}
-  heartbeat.interval.ms: 1000
-services:
-  storage: {data}
-dead_letter: dlq-{id}
-topics:
-  {input}: {{ partitions: {PARTITIONS}, type: page }}
-  {output}: {{ partitions: 1 }}
-  dlq-{id}: {{ partitions: 1 }}
-stages:
-  {stage}:
+    let yaml = Head::new(&id)
+        .broker_options(RESTARTABLE)
+        .storage(&data)
+        .topic("pages", &format!("partitions: {PARTITIONS}, type: page"))
+        .topic("batches", "partitions: 1")
+        .stages(&format!(
+            r#"  {stage}:
     kind: parquet-batch
     input: {input}
     output: {output}
     max_rows: 250
     max_age: 60s
-"#,
-        broker = s.broker,
-        data = data.display(),
-    );
+"#
+        ));
     let file = write_pipeline(dir.path(), &yaml);
-    let status = common::sluice()
-        .args(["topics", "create", "-f"])
-        .arg(&file)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let bus: Arc<dyn Bus> = Arc::new(KafkaBus::new(&s.broker, Default::default()));
+    create_topics(&file);
+    let bus = kafka_bus();
     let producer = bus.producer().unwrap();
     let sends: Vec<_> = (0..PAGES)
         .map(|i| {

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,14 +13,6 @@ use sluice_bus::{Bus, OutRecord};
 use sluice_runtime::registry::Registry;
 use sluice_runtime::services::{EtcdSlots, MemoryCache, Services, Slots};
 use sluice_topics::{Contract, CrawlUrl};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Etcd(Child);
 
@@ -33,7 +24,7 @@ impl Drop for Etcd {
 }
 
 fn start_etcd(port: u16, dir: &std::path::Path) -> Etcd {
-    let peer = free_port();
+    let peer = common::free_port();
     let child = Command::new("etcd")
         .args(["--name", "outage", "--data-dir"])
         .arg(dir.join("etcd"))
@@ -75,7 +66,7 @@ async fn count(bus: &Arc<dyn Bus>, topic: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_outage_stops_fetching_and_loses_nothing() {
     let web = FixtureWeb::start().await;
-    let etcd_port = free_port();
+    let etcd_port = common::free_port();
     let yaml = format!(
         r#"name: crawl-outage
 broker: memory

@@ -14,37 +14,16 @@ mod common;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::pipeline::{crawl_stages, create_topics, Head, RESTARTABLE};
 use common::web::{grid_urls, FixtureWeb};
-use common::{read_all, servers, unique, wait_idle, write_pipeline, StageProcess};
-use sluice_bus::kafka::KafkaBus;
-use sluice_bus::{Bus, OutRecord};
+use common::{kafka_bus, read_all, unique, wait_idle, write_pipeline, StageProcess};
+use sluice_bus::OutRecord;
 use sluice_topics::{Contract, CrawlUrl, Page};
-
-fn kafka_bus() -> Arc<dyn Bus> {
-    Arc::new(KafkaBus::new(&servers().broker, Default::default()))
-}
 
 /// One scenario at a time: each runs several stage processes against the one test broker.
 static KAFKA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-const BROKER_OPTIONS: &str = r#"broker_options:
-  session.timeout.ms: 10000
-  max.poll.interval.ms: 20000
-  group.instance.id: ${SLUICE_TEST_INSTANCE:-none}
-  heartbeat.interval.ms: 1000
-"#;
-
-async fn topics_create(file: &Path) {
-    let status = common::sluice()
-        .args(["topics", "create", "-f"])
-        .arg(file)
-        .status()
-        .unwrap();
-    assert!(status.success(), "sluice topics create failed");
-}
 
 /// The pages a browser could reach from `index.html` by following `<a href>` links within the
 /// site, found by walking the files. Deliberately naive and independent of the crawler (a
@@ -103,50 +82,21 @@ fn percent_decode(s: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_doc_site_is_crawled_completely_and_each_page_once() {
     let _one = KAFKA.lock().await;
-    let s = servers();
     let site = std::env::var("SLUICE_TEST_DOCSITE").expect("SLUICE_TEST_DOCSITE: run tests/run.sh");
     let root = std::env::var("SLUICE_TEST_DOCSITE_ROOT").unwrap();
     let base: url::Url = site.parse().unwrap();
     let id = unique("docs");
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        r#"name: {id}
-broker: {broker}
-{BROKER_OPTIONS}services:
-  memcached: {memcached}
-  etcd: {etcd}
-dead_letter: dlq-{id}
-topics:
-  url-in-{id}: {{ partitions: 4 }}
-  urls-{id}: {{ partitions: 4 }}
-  pages-{id}: {{ partitions: 4 }}
-  dlq-{id}: {{ partitions: 1 }}
-stages:
-  normalize-{id}:
-    kind: normalize-dedup
-    input: url-in-{id}
-    output: urls-{id}
-    key_prefix: "{id}:"
-    concurrency: 256
-  crawl-{id}:
-    kind: crawl
-    input: urls-{id}
-    output: pages-{id}
-    discovered: url-in-{id}
-    feedback: [url-in-{id}]
-    allow_private_addresses: true
-    per_domain_concurrency: 8
-    min_delay: 0s
-    max_depth: 100
-    timeout: 20s
-    max_body: 4MiB
-"#,
-        broker = s.broker,
-        memcached = s.memcached,
-        etcd = s.etcd,
-    );
+    let yaml = Head::new(&id)
+        .broker_options(RESTARTABLE)
+        .memcached()
+        .etcd()
+        .topic("url-in", "partitions: 4")
+        .topic("urls", "partitions: 4")
+        .topic("pages", "partitions: 4")
+        .stages(&crawl_stages(&id, &format!("-{id}")));
     let file = write_pipeline(dir.path(), &yaml);
-    topics_create(&file).await;
+    create_topics(&file);
     let bus = kafka_bus();
     let _normalize =
         StageProcess::spawn(&file, &format!("normalize-{id}"), &dir.path().join("n.log"));
@@ -248,7 +198,6 @@ stages:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_crawlers_respect_the_domain_limit_and_survive_a_kill() {
     let _one = KAFKA.lock().await;
-    let s = servers();
     let web = FixtureWeb::start().await;
     web.set_grid_delay(Duration::from_millis(250));
     let id = unique("polite");
@@ -257,19 +206,14 @@ async fn three_crawlers_respect_the_domain_limit_and_survive_a_kill() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let stage = format!("crawl-{id}");
-    let yaml = format!(
-        r#"name: {id}
-broker: {broker}
-{BROKER_OPTIONS}services:
-  memcached: {memcached}
-  etcd: {etcd}
-dead_letter: dlq-{id}
-topics:
-  urls-{id}: {{ partitions: 6, type: crawl-url }}
-  pages-{id}: {{ partitions: 3 }}
-  dlq-{id}: {{ partitions: 1 }}
-stages:
-  {stage}:
+    let yaml = Head::new(&id)
+        .broker_options(RESTARTABLE)
+        .memcached()
+        .etcd()
+        .topic("urls", "partitions: 6, type: crawl-url")
+        .topic("pages", "partitions: 3")
+        .stages(&format!(
+            r#"  {stage}:
     kind: crawl
     input: urls-{id}
     output: pages-{id}
@@ -280,13 +224,10 @@ stages:
     slot_lease_ttl: 3s
     resolve:
 {resolve}"#,
-        broker = s.broker,
-        memcached = s.memcached,
-        etcd = s.etcd,
-        resolve = web.resolve_yaml(&hosts, 6),
-    );
+            resolve = web.resolve_yaml(&hosts, 6),
+        ));
     let file = write_pipeline(dir.path(), &yaml);
-    topics_create(&file).await;
+    create_topics(&file);
     let bus = kafka_bus();
     // Every domain's URLs on every partition, so all three crawlers work on every domain at
     // once and only the etcd slots keep them to the limit.
@@ -390,7 +331,7 @@ stages:
     );
 
     // Every slot is given back (the killed crawler's by lease expiry).
-    let mut etcd = etcd_client::Client::connect([s.etcd.as_str()], None)
+    let mut etcd = etcd_client::Client::connect([common::servers().etcd], None)
         .await
         .unwrap();
     let prefix = format!("/sluice/{id}/slots/");

@@ -8,55 +8,30 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{query, read_all, servers, unique, wait_idle, write_pipeline, StageProcess};
-use sluice_bus::kafka::KafkaBus;
-use sluice_bus::{Bus, OutRecord};
+use common::pipeline::{crawl_stages, create_topics, Head};
+use common::{kafka_bus, query, read_all, unique, wait_idle, write_pipeline, StageProcess};
+use sluice_bus::OutRecord;
 use sluice_topics::{Contract, Page};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_doc_site_crawl_becomes_queryable_pages_and_anchors() {
-    let s = servers();
     let site = std::env::var("SLUICE_TEST_DOCSITE").expect("SLUICE_TEST_DOCSITE: run tests/run.sh");
     let id = unique("ds");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let yaml = format!(
-        r#"name: {id}
-broker: {broker}
-services:
-  memcached: {memcached}
-  etcd: {etcd}
-  storage: {data}
-dead_letter: dlq-{id}
-topics:
-  url-in-{id}: {{ partitions: 2 }}
-  urls-{id}: {{ partitions: 2 }}
-  pages-{id}: {{ partitions: 2 }}
-  page-batches-{id}: {{ partitions: 1 }}
-  anchor-batches-{id}: {{ partitions: 1 }}
-  dlq-{id}: {{ partitions: 1 }}
-stages:
-  normalize:
-    kind: normalize-dedup
-    input: url-in-{id}
-    output: urls-{id}
-    key_prefix: "{id}:"
-    concurrency: 256
-  crawl:
-    kind: crawl
-    input: urls-{id}
-    output: pages-{id}
-    discovered: url-in-{id}
-    feedback: [url-in-{id}]
-    allow_private_addresses: true
-    per_domain_concurrency: 8
-    min_delay: 0s
-    max_depth: 100
-    max_body: 4MiB
-  batch:
+    let yaml = Head::new(&id)
+        .memcached()
+        .etcd()
+        .storage(&data)
+        .topic("url-in", "partitions: 2")
+        .topic("urls", "partitions: 2")
+        .topic("pages", "partitions: 2")
+        .topic("page-batches", "partitions: 1")
+        .topic("anchor-batches", "partitions: 1")
+        .stages(&format!(
+            r#"{crawl}  batch:
     kind: parquet-batch
     input: pages-{id}
     output: page-batches-{id}
@@ -67,19 +42,11 @@ stages:
     input: page-batches-{id}
     output: anchor-batches-{id}
 "#,
-        broker = s.broker,
-        memcached = s.memcached,
-        etcd = s.etcd,
-        data = data.display(),
-    );
+            crawl = crawl_stages(&id, ""),
+        ));
     let file = write_pipeline(dir.path(), &yaml);
-    let status = common::sluice()
-        .args(["topics", "create", "-f"])
-        .arg(&file)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let bus: Arc<dyn Bus> = Arc::new(KafkaBus::new(&s.broker, Default::default()));
+    create_topics(&file);
+    let bus = kafka_bus();
     let mut all = StageProcess::spawn(&file, "", &dir.path().join("run.log"));
     let seed = format!("{site}index.html");
     bus.producer()

@@ -13,12 +13,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{query, servers, sluice_json, unique, wait_idle, write_pipeline, StageProcess};
-use sluice_bus::kafka::KafkaBus;
-use sluice_bus::{Bus, OutRecord};
+use common::pipeline::{crawl_stages, create_topics, Head};
+use common::{kafka_bus, query, sluice_json, unique, wait_idle, write_pipeline, StageProcess};
+use sluice_bus::OutRecord;
 use sluice_stage_embeddings::Chroma;
 use sluice_tables::{anchors_schema, table, AnchorRow, AnchorRows, Storage, TableWriter};
 use sluice_topics::{Contract, TableBatch};
@@ -160,27 +159,12 @@ fn search(file: &Path, text: &str, extra: &[&str]) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crawl_ends_in_chroma_once_and_search_finds_the_page() {
-    let s = servers();
     let site = serve_site().await;
     let id = unique("emb");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let stages = format!(
-        r#"  normalize:
-    kind: normalize-dedup
-    input: url-in-{id}
-    output: urls-{id}
-    key_prefix: "{id}:"
-  crawl:
-    kind: crawl
-    input: urls-{id}
-    output: pages-{id}
-    discovered: url-in-{id}
-    feedback: [url-in-{id}]
-    allow_private_addresses: true
-    per_domain_concurrency: 4
-    min_delay: 0s
-  batch:
+        r#"{crawl}  batch:
     kind: parquet-batch
     input: pages-{id}
     output: page-batches-{id}
@@ -196,41 +180,25 @@ async fn a_crawl_ends_in_chroma_once_and_search_finds_the_page() {
     output: embedding-batches-{id}
     collection: {id}
     embed_pages: true
-"#
-    );
-    let header = format!(
-        r#"name: {id}
-broker: {broker}
-services:
-  memcached: {memcached}
-  etcd: {etcd}
-  chroma: {chroma}
-  storage: {data}
-dead_letter: dlq-{id}
-topics:
-  url-in-{id}: {{ partitions: 2 }}
-  urls-{id}: {{ partitions: 2 }}
-  pages-{id}: {{ partitions: 2 }}
-  page-batches-{id}: {{ partitions: 2 }}
-  anchor-batches-{id}: {{ partitions: 2 }}
-  embedding-batches-{id}: {{ partitions: 1 }}
-  dlq-{id}: {{ partitions: 1 }}
-stages:
 "#,
-        broker = s.broker,
-        memcached = s.memcached,
-        etcd = s.etcd,
-        chroma = chroma_url(),
-        data = data.display(),
+        crawl = crawl_stages(&id, ""),
     );
-    let file = write_pipeline(dir.path(), &format!("{header}{stages}"));
-    assert!(common::sluice()
-        .args(["topics", "create", "-f"])
-        .arg(&file)
-        .status()
-        .unwrap()
-        .success());
-    let bus: Arc<dyn Bus> = Arc::new(KafkaBus::new(&s.broker, Default::default()));
+    let head = || {
+        Head::new(&id)
+            .memcached()
+            .etcd()
+            .chroma(&chroma_url())
+            .storage(&data)
+            .topic("url-in", "partitions: 2")
+            .topic("urls", "partitions: 2")
+            .topic("pages", "partitions: 2")
+            .topic("page-batches", "partitions: 2")
+            .topic("anchor-batches", "partitions: 2")
+            .topic("embedding-batches", "partitions: 1")
+    };
+    let file = write_pipeline(dir.path(), &head().stages(&stages));
+    create_topics(&file);
+    let bus = kafka_bus();
     let mut all = StageProcess::spawn(&file, "", &dir.path().join("run.log"));
     bus.producer()
         .unwrap()
@@ -331,9 +299,9 @@ stages:
     // The stage again over the same manifests (a new group from the start): same points.
     let replay = write_pipeline(
         dir.path(),
-        &format!(
-            "{header}  embeddings-replay:\n    kind: embeddings\n    input: anchor-batches-{id}\n    collection: {id}\n    embed_pages: true\n"
-        ),
+        &head().stages(&format!(
+            "  embeddings-replay:\n    kind: embeddings\n    input: anchor-batches-{id}\n    collection: {id}\n    embed_pages: true\n"
+        )),
     );
     let mut again =
         StageProcess::spawn(&replay, "embeddings-replay", &dir.path().join("replay.log"));
@@ -425,54 +393,36 @@ async fn wait_heartbeat(chroma: &Chroma) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chroma_killed_mid_run_loses_nothing_and_duplicates_nothing() {
-    let s = servers();
     let id = unique("embout");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::free_port();
     let chroma_url = format!("http://127.0.0.1:{port}");
     let chroma_data = dir.path().join("chroma");
     let mut server = start_chroma(port, &chroma_data);
     let chroma = Chroma::new(&chroma_url, &id);
     wait_heartbeat(&chroma).await;
 
-    let yaml = format!(
-        r#"name: {id}
-broker: {broker}
-services:
-  chroma: {chroma_url}
-  storage: {data}
-dead_letter: dlq-{id}
-topics:
-  anchor-batches-{id}: {{ partitions: 1, type: table-batch }}
-  dlq-{id}: {{ partitions: 1 }}
-stages:
-  # A stage (and so consumer group) name of its own: the tests of this file run at once.
+    let yaml = Head::new(&id)
+        .chroma(&chroma_url)
+        .storage(&data)
+        .topic("anchor-batches", "partitions: 1, type: table-batch")
+        .stages(&format!(
+            r#"  # A stage (and so consumer group) name of its own: the tests of this file run at once.
   embeddings-outage:
     kind: embeddings
     input: anchor-batches-{id}
     collection: {id}
     upsert_batch: 50
     retry: {{ backoff: 200ms }}
-"#,
-        broker = s.broker,
-        data = data.display(),
-    );
+"#
+        ));
     let file = write_pipeline(dir.path(), &yaml);
-    assert!(common::sluice()
-        .args(["topics", "create", "-f"])
-        .arg(&file)
-        .status()
-        .unwrap()
-        .success());
+    create_topics(&file);
     let storage = Storage::open(data.to_str().unwrap()).unwrap();
     let (files, per_file) = (8usize, 120usize);
-    let producer = KafkaBus::new(&s.broker, Default::default())
-        .producer()
-        .unwrap();
+    let bus = kafka_bus();
+    let producer = bus.producer().unwrap();
     for f in 0..files {
         let name = format!("anchors-p0-{f:020}-{f:020}.parquet");
         let path = write_anchors(&storage, &name, f, per_file).await;
@@ -516,7 +466,6 @@ stages:
     );
 
     let mut server = start_chroma(port, &chroma_data);
-    let bus: Arc<dyn Bus> = Arc::new(KafkaBus::new(&s.broker, Default::default()));
     common::wait_caught_up(
         &bus,
         "embeddings-outage",
@@ -553,10 +502,7 @@ async fn a_missing_model_is_a_clear_error_and_a_live_not_ready_stage() {
         empty.display()
     );
     let file = write_pipeline(dir.path(), &yaml);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::free_port();
     let log = dir.path().join("run.log");
     let mut child = common::sluice()
         .args(["run", "-f"])
@@ -608,38 +554,23 @@ async fn a_missing_model_is_a_clear_error_and_a_live_not_ready_stage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_twice_in_a_batch_and_a_missing_pages_file_neither_stall_nor_dead_letter() {
-    let s = servers();
     let id = unique("embdup");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let yaml = format!(
-        r#"name: {id}
-broker: {broker}
-services:
-  chroma: {chroma}
-  storage: {data}
-dead_letter: dlq-{id}
-topics:
-  anchor-batches-{id}: {{ partitions: 1, type: table-batch }}
-  dlq-{id}: {{ partitions: 1 }}
-stages:
-  embeddings-dup:
+    let yaml = Head::new(&id)
+        .chroma(&chroma_url())
+        .storage(&data)
+        .topic("anchor-batches", "partitions: 1, type: table-batch")
+        .stages(&format!(
+            r#"  embeddings-dup:
     kind: embeddings
     input: anchor-batches-{id}
     collection: {id}
     embed_pages: true
-"#,
-        broker = s.broker,
-        chroma = chroma_url(),
-        data = data.display(),
-    );
+"#
+        ));
     let file = write_pipeline(dir.path(), &yaml);
-    assert!(common::sluice()
-        .args(["topics", "create", "-f"])
-        .arg(&file)
-        .status()
-        .unwrap()
-        .success());
+    create_topics(&file);
     let storage = Storage::open(data.to_str().unwrap()).unwrap();
     // Batch 0: the same page twice (two URLs that redirected to it), with its anchors file.
     let name0 = "pages-p0-00000000000000000000-00000000000000000001.parquet";
@@ -661,9 +592,8 @@ stages:
     // Batch 1: an anchors file whose pages file is gone.
     let name1 = "pages-p0-00000000000000000002-00000000000000000003.parquet";
     let anchors1 = write_anchors(&storage, name1, 1, 7).await;
-    let producer = KafkaBus::new(&s.broker, Default::default())
-        .producer()
-        .unwrap();
+    let bus = kafka_bus();
+    let producer = bus.producer().unwrap();
     for (i, path) in [anchors0, anchors1].into_iter().enumerate() {
         let m = anchors_manifest(path, 2 * i as i64, 2 * i as i64 + 1);
         producer
@@ -672,7 +602,6 @@ stages:
             .unwrap();
     }
     let mut stage = StageProcess::spawn(&file, "embeddings-dup", &dir.path().join("run.log"));
-    let bus: Arc<dyn Bus> = Arc::new(KafkaBus::new(&s.broker, Default::default()));
     common::wait_caught_up(
         &bus,
         "embeddings-dup",

@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -25,12 +25,6 @@ use sluice_topics::{Contract, UrlIn};
 const KEYS: &str = "k1,k2";
 const MAX_BODY_BYTES: usize = 1024;
 const MAX_URLS: usize = 5;
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 fn pipeline_yaml(broker: &str, stage: &str, topic: &str, port: u16) -> String {
     format!(
@@ -182,7 +176,7 @@ async fn ingest_http_keys_answers_limits_and_output_topic() {
     let id = unique("ih");
     let stage = format!("ingest-{id}");
     let topic = format!("url-in-{id}");
-    let port = free_port();
+    let port = common::free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let dir = tempfile::tempdir().unwrap();
     let file = write_pipeline(dir.path(), &pipeline_yaml(&s.broker, &stage, &topic, port));
@@ -457,7 +451,7 @@ fn ingest_with_auth_but_no_api_keys_fails_to_start() {
     let id = unique("ih-nokeys");
     let stage = format!("ingest-{id}");
     let topic = format!("url-in-{id}");
-    let port = free_port();
+    let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let file = write_pipeline(dir.path(), &pipeline_yaml(&s.broker, &stage, &topic, port));
     create_topics(&file);

@@ -244,18 +244,13 @@ stages:
     output: crawl.urls_v2
 "#,
     );
-    let out = common::sluice()
-        .args(["k8s", "render", "--kafka-topics", "strimzi"])
-        .args(["--strimzi-cluster", "events", "-f"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::stdout_of(
+        common::sluice()
+            .args(["k8s", "render", "--kafka-topics", "strimzi"])
+            .args(["--strimzi-cluster", "events", "-f"])
+            .arg(&file),
     );
-    let objects = parse_stream(&String::from_utf8(out.stdout).unwrap());
+    let objects = parse_stream(&out);
     assert!(
         of_kind(&objects, "Job").is_empty(),
         "KafkaTopics replace the Job"
@@ -313,17 +308,12 @@ stages:
 "#,
     );
     let out_dir = dir.path().join("out");
-    let out = common::sluice()
-        .args(["k8s", "render", "-o"])
-        .arg(&out_dir)
-        .arg("-f")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::stdout_of(
+        common::sluice()
+            .args(["k8s", "render", "-o"])
+            .arg(&out_dir)
+            .arg("-f")
+            .arg(&file),
     );
     let objects = kustomize(&out_dir);
     let so = one(&objects, "ScaledObject", "scale-parquet-batch");

@@ -28,7 +28,7 @@ use std::time::Duration;
 use common::{servers, unique};
 use rebalance::{Names, Protocol, Scenario};
 use sluice_bus::kafka::KafkaBus;
-use sluice_bus::{Bus, TopicSpec};
+use sluice_bus::Bus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_bus_rebalances_cooperatively_under_load_without_losing_records() {
@@ -48,18 +48,6 @@ async fn kafka_bus_rebalances_cooperatively_under_load_without_losing_records() 
         dead_letter: format!("dlq-{id}"),
         group: format!("stage-{id}"),
     };
-    let topic = |name: &str, partitions| TopicSpec {
-        name: name.into(),
-        partitions,
-        replication: 1,
-    };
-    bus.create_topics(&[
-        topic(&names.input, PARTITIONS),
-        topic(&names.output, 4),
-        topic(&names.dead_letter, 1),
-    ])
-    .await
-    .unwrap();
     rebalance::run(
         bus,
         names,

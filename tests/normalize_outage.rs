@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,14 +10,6 @@ use std::time::{Duration, Instant};
 use common::{read_topic, servers, unique, write_pipeline, StageProcess};
 use sluice_bus::kafka::KafkaBus;
 use sluice_bus::{Bus, OutRecord};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn http_get(url: &str) -> Option<(u16, String)> {
     let r = reqwest::get(url).await.ok()?;
@@ -49,8 +40,8 @@ async fn memcached_outage_makes_the_stage_not_ready_and_loses_nothing() {
         format!("out-{id}"),
         format!("dlq-{id}"),
     );
-    let mc_port = free_port();
-    let metrics_port = free_port();
+    let mc_port = common::free_port();
+    let metrics_port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let file = write_pipeline(
         dir.path(),

@@ -8,13 +8,16 @@ use yaml_rust2::Yaml;
 
 use super::names::{dns_name, labels, metadata};
 use super::tree::{int, map, v, with};
-use super::{RenderOptions, MAX_MESSAGE_BYTES};
+use sluice_bus::DEFAULT_MAX_MESSAGE_BYTES;
+
+use super::RenderOptions;
 
 /// A `KafkaTopic` for one topic of the pipeline: partitions and replicas as declared, and a
 /// record limit the producer's largest record fits under.
 pub(super) fn kafka_topic(t: &TopicSpec, pipeline: &str, opts: &RenderOptions) -> Yaml {
     let mut config = Hash::new();
-    config.insert(v("max.message.bytes"), int(MAX_MESSAGE_BYTES));
+    let limit = t.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+    config.insert(v("max.message.bytes"), int(limit));
     if t.replication >= 3 {
         // Producers wait for all in-sync replicas (acks=all): with two of three required, a
         // broker can be down for maintenance without stopping writes or risking acked records.

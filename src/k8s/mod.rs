@@ -45,11 +45,6 @@ pub use kustomization::kustomization;
 pub const METRICS_PORT: u16 = 9400;
 /// Where the pipeline file is mounted.
 const CONFIG_DIR: &str = "/etc/sluice";
-/// The largest record a topic accepts: the producer's `message.max.bytes`
-/// (runtime/core/src/kafka/producer.rs). Page records carry bodies of up to the crawl's
-/// `max_body`, far above Kafka's 1 MB default; a limit is a bound, not an allocation, so
-/// every topic gets it rather than guessing which ones carry pages.
-pub const MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;
 /// Subdirectory of `-o DIR` holding the Strimzi KafkaTopics Component.
 pub const STRIMZI_TOPICS_DIR: &str = "strimzi-topics";
 /// How long a stage drains on shutdown when its kind is not in the registry (the runtime's

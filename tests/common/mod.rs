@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub mod dataset;
+pub mod pipeline;
 pub mod web;
 pub mod yaml;
 
@@ -41,6 +42,41 @@ pub fn servers() -> Servers {
     }
 }
 
+/// The test broker, as a Kafka bus.
+pub fn kafka_bus() -> Arc<dyn Bus> {
+    Arc::new(sluice_bus::kafka::KafkaBus::new(
+        &servers().broker,
+        Default::default(),
+    ))
+}
+
+/// Creates `names` on `bus`, each with `partitions` partitions and the broker's default
+/// replication.
+pub async fn create_topics_on(bus: &Arc<dyn Bus>, names: &[&str], partitions: i32) {
+    let specs: Vec<sluice_bus::TopicSpec> = names
+        .iter()
+        .map(|name| sluice_bus::TopicSpec::new(*name, partitions))
+        .collect();
+    bus.create_topics(&specs).await.expect("create topics");
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Runs `cmd`, which must succeed (else the test fails with its stderr); its stdout.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("start the command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("stdout is UTF-8")
+}
+
 /// A name no other test (or earlier run against the same servers) uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -69,6 +105,20 @@ pub fn sluice() -> Command {
     c.env("SLUICE_LOG_FORMAT", "text")
         .env("RUST_LOG", "warn,sluice_runtime=info,sluice_bus=info");
     c
+}
+
+/// `sluice run -f FILE --stage STAGE --metrics-addr 127.0.0.1:0`, stdout discarded; an empty
+/// stage name runs every stage of the file in one process.
+pub fn run_stage(file: &Path, stage: &str) -> Command {
+    let mut cmd = sluice();
+    cmd.args(["run", "-f"])
+        .arg(file)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .stdout(Stdio::null());
+    if !stage.is_empty() {
+        cmd.args(["--stage", stage]);
+    }
+    cmd
 }
 
 /// Runs `sluice ARGS` and parses its stdout as JSON lines (panics, with stderr, on failure).
@@ -137,17 +187,8 @@ impl StageProcess {
     /// pipelines that take a consumer `group.instance.id` from it).
     pub fn spawn_as(file: &Path, stage: &str, log: &Path, instance: &str) -> Self {
         let out = std::fs::File::create(log).unwrap();
-        let mut cmd = sluice();
-        cmd.env("SLUICE_TEST_INSTANCE", instance)
-            .args(["run", "-f"])
-            .arg(file)
-            .args(["--metrics-addr", "127.0.0.1:0"]);
-        // An empty stage name runs every stage of the file in one process.
-        if !stage.is_empty() {
-            cmd.args(["--stage", stage]);
-        }
-        let child = cmd
-            .stdout(Stdio::null())
+        let child = run_stage(file, stage)
+            .env("SLUICE_TEST_INSTANCE", instance)
             .stderr(out)
             .spawn()
             .expect("start sluice");
@@ -333,6 +374,18 @@ pub fn histogram<'a>(values: impl Iterator<Item = &'a str>) -> HashMap<String, u
         *m.entry(v.to_string()).or_default() += 1;
     }
     m
+}
+
+/// Every HTML file below `root` with the URL it has when `root` is served at `base`.
+pub fn site_pages(root: &Path, base: &url::Url) -> Vec<(PathBuf, url::Url)> {
+    html_files(root)
+        .into_iter()
+        .map(|f| {
+            let rel = f.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let url = base.join(&rel).unwrap();
+            (f, url)
+        })
+        .collect()
 }
 
 /// Peak resident memory of process `pid` (VmHWM), in KiB; 0 if unknown.

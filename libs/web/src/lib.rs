@@ -12,6 +12,7 @@
 //!   or a [`Reject`] with a stable machine code.
 //! - [`domain`]: eTLD+1 lookup through the Public Suffix List, which is
 //!   bundled into the binary at build time (`data/public_suffix_list.dat`).
+//! - [`href`]: an `href` as a browser reads it (decoded, cleaned, resolved to http(s)).
 //! - [`text`]: text as the stages store it (whitespace collapsed).
 //!
 //! ```
@@ -29,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod domain;
+pub mod href;
 pub mod normalize;
 pub mod text;
 

@@ -153,6 +153,10 @@ pub struct Delivered {
     pub offset: i64,
 }
 
+/// A topic's record size limit when it sets none: room for the crawl's largest page record (a
+/// `max_body` of 2 MiB, JSON-escaped) many times over, and what the Kafka producer allows.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 16 << 20;
+
 /// A topic to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {
@@ -162,6 +166,26 @@ pub struct TopicSpec {
     pub partitions: i32,
     /// Replication factor (ignored by the memory bus).
     pub replication: i16,
+    /// Largest record the topic takes (Kafka's `max.message.bytes`); `None`:
+    /// [`DEFAULT_MAX_MESSAGE_BYTES`].
+    pub max_message_bytes: Option<u32>,
+}
+
+impl TopicSpec {
+    /// A topic of `partitions` partitions, the broker's replication and the default limit.
+    pub fn new(name: impl Into<String>, partitions: i32) -> Self {
+        TopicSpec {
+            name: name.into(),
+            partitions,
+            replication: -1,
+            max_message_bytes: None,
+        }
+    }
+
+    /// The record size limit, the default resolved.
+    pub fn record_limit(&self) -> u32 {
+        self.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES)
+    }
 }
 
 /// What `create_topics` did for one topic.
@@ -249,6 +273,17 @@ pub enum BusError {
     /// Invalid request (bad configuration, invalid name, ...).
     #[error("{0}")]
     Invalid(String),
+    /// The broker refused this record for good: too large for its topic, not authorized,
+    /// invalid. Sending it again cannot succeed.
+    #[error("rejected by the broker: {0}")]
+    Rejected(String),
+}
+
+impl BusError {
+    /// Whether sending the same record again cannot succeed.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, BusError::Rejected(_) | BusError::UnknownTopic(_))
+    }
 }
 
 /// A producer. Cloneable handles are cheap; share one per process.

@@ -13,6 +13,7 @@ use crate::interpolate::interpolate;
 use crate::model::{Broker, Endpoint, Pipeline, RetrySpec, Services, StageSpec, TopicSpec};
 use crate::node::{Node, NodeValue};
 use crate::overrides::apply_sets;
+use crate::size::ByteSize;
 use crate::spanned::Spanned;
 
 /// Top-level fields; keys starting with `x-` are also accepted and ignored,
@@ -389,7 +390,13 @@ struct RawTopic {
     replication: i16,
     #[serde(rename = "type", default)]
     message_type: Option<Spanned<String>>,
+    #[serde(default)]
+    max_message_bytes: Option<ByteSize>,
 }
+
+/// Bounds of a topic's `max_message_bytes`: Kafka counts it in a 32-bit int, and a record
+/// below a few KiB could not hold a page's metadata.
+const MESSAGE_BYTES_RANGE: std::ops::RangeInclusive<u64> = 4096..=(1 << 30);
 
 fn one_u32() -> u32 {
     1
@@ -428,11 +435,24 @@ fn build_topic(b: &mut Builder, key: &Node, value: &Node) -> Option<TopicSpec> {
             );
         }
     }
+    let max_message_bytes = raw.max_message_bytes.and_then(|size| {
+        if MESSAGE_BYTES_RANGE.contains(&size.0) {
+            return u32::try_from(size.0).ok();
+        }
+        if let Some(n) = value.get("max_message_bytes") {
+            b.diags.error(
+                &n.pos,
+                format!("max_message_bytes must be between 4KiB and 1GiB, not {size}"),
+            );
+        }
+        None
+    });
     Some(TopicSpec {
         name,
         partitions: raw.partitions,
         replication: raw.replication,
         message_type: raw.message_type,
+        max_message_bytes,
         pos: key.pos.clone(),
     })
 }

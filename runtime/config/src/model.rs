@@ -105,6 +105,9 @@ pub struct TopicSpec {
     pub replication: i16,
     /// Declared message type, for topics fed from outside the pipeline.
     pub message_type: Option<Spanned<String>>,
+    /// Largest record the topic takes (`max_message_bytes`, Kafka's `max.message.bytes`);
+    /// `None`: the bus default, which fits the crawl's largest record.
+    pub max_message_bytes: Option<u32>,
     /// Position of the topic's key.
     pub pos: Pos,
 }

@@ -135,6 +135,7 @@ broken! {
     duplicate_key
     empty
     kind_settings
+    max_message_bytes
     multiple_documents
     partitions_zero
     self_cycle_and_bad_feedback

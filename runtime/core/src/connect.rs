@@ -23,9 +23,17 @@ pub fn bus(p: &Pipeline) -> Result<Arc<dyn Bus>, BusError> {
 
 #[cfg(feature = "kafka")]
 fn kafka(bootstrap: &str, p: &Pipeline) -> Result<Arc<dyn Bus>, BusError> {
+    let mut options = p.broker_options.clone();
+    // The producer refuses records over its own `message.max.bytes` before any topic sees
+    // them: let it send what the largest topic takes.
+    let largest = topic_specs(p).iter().map(TopicSpec::record_limit).max();
+    if let Some(largest) = largest.filter(|l| *l > sluice_bus::DEFAULT_MAX_MESSAGE_BYTES) {
+        options
+            .entry("message.max.bytes".to_string())
+            .or_insert_with(|| largest.to_string());
+    }
     Ok(Arc::new(sluice_bus::kafka::KafkaBus::new(
-        bootstrap,
-        p.broker_options.clone(),
+        bootstrap, options,
     )))
 }
 
@@ -44,6 +52,7 @@ pub fn topic_specs(p: &Pipeline) -> Vec<TopicSpec> {
             name: t.name.clone(),
             partitions: t.partitions as i32,
             replication: t.replication,
+            max_message_bytes: t.max_message_bytes,
         })
         .collect()
 }

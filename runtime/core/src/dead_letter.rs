@@ -2,7 +2,9 @@
 //!
 //! Header names (all values UTF-8):
 //! `sluice.stage`, `sluice.error`, `sluice.error_code`, `sluice.attempts`,
-//! `sluice.source.topic`, `sluice.source.partition`, `sluice.source.offset`.
+//! `sluice.source.topic`, `sluice.source.partition`, `sluice.source.offset`, and
+//! `sluice.value_dropped` (the original value's length) when the dead-letter topic refused the
+//! record with its value.
 
 use sluice_bus::{OutRecord, Record};
 
@@ -20,6 +22,18 @@ pub const SOURCE_TOPIC: &str = "sluice.source.topic";
 pub const SOURCE_PARTITION: &str = "sluice.source.partition";
 /// Header: its offset.
 pub const SOURCE_OFFSET: &str = "sluice.source.offset";
+
+/// Header: the value was left out (its length in bytes): the dead-letter topic refused it.
+pub const VALUE_DROPPED: &str = "sluice.value_dropped";
+
+/// The same dead letter without its value, for a dead-letter topic that refuses the whole
+/// record as too large.
+pub fn without_value(mut out: OutRecord) -> OutRecord {
+    let len = std::mem::take(&mut out.value).len();
+    out.headers
+        .push((VALUE_DROPPED.to_string(), len.to_string().into_bytes()));
+    out
+}
 
 /// Builds the dead-letter record for `record`: same key and value, original headers kept,
 /// reason headers added.

@@ -5,13 +5,23 @@
 //! acknowledged. Per partition only the contiguous prefix of done offsets is committed
 //! ([`OffsetTracker`]). On revocation and on shutdown the driver stops taking records, waits for
 //! those in flight, and commits before letting go.
+//!
+//! Shutdown is bounded: `drain_timeout` after it starts, in-flight records are told to give
+//! up (their sends and retries return [`StageError::Abandoned`]), and [`ABANDON_GRACE`] later
+//! the driver stops whatever still runs — a processor that never returns included. Records
+//! given up are left uncommitted and replayed by the next owner of their partition.
+//!
+//! A processor that panics costs one record: it is dead-lettered with code `panic`.
 
 use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use sluice_bus::{Bus, Consumer, ConsumerEvent, Producer, Record, TopicPartition};
-use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant as Clock;
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter;
@@ -26,6 +36,9 @@ use crate::stage::{Processor, StageError};
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 /// How often consumer lag is measured.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// How long records told to give up (after the drain timeout) may take to do so before the
+/// driver stops them.
+pub const ABANDON_GRACE: Duration = Duration::from_secs(2);
 
 /// Everything a driver needs.
 pub struct Driver {
@@ -112,7 +125,7 @@ impl Driver {
             health,
             abandon,
         });
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+        let mut tasks: JoinSet<Finished> = JoinSet::new();
         let mut tracker = OffsetTracker::new();
         let mut revoked_pending: Vec<(HashSet<TopicPartition>, sluice_bus::RevokeAck)> = Vec::new();
         let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
@@ -121,7 +134,8 @@ impl Driver {
         lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Lag needs broker round trips per partition: measured off the record path.
         let lag_in_progress = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut draining_since: Option<Instant> = None;
+        let mut draining_since: Option<Clock> = None;
+        let mut abandoned_at: Option<Clock> = None;
         let concurrency = concurrency.max(1);
 
         loop {
@@ -132,9 +146,14 @@ impl Driver {
             }
             let can_take =
                 draining_since.is_none() && revoked_pending.is_empty() && in_flight < concurrency;
+            // Deadlines, not fresh sleeps: the other arms fire far more often than these.
+            let far = Clock::now() + Duration::from_secs(86_400);
+            let abandon_at = draining_since.map_or(far, |t| t + drain_timeout);
+            let stop_at = abandoned_at.map_or(far, |t| t + ABANDON_GRACE);
             tokio::select! {
                 biased;
-                Some(f) = done_rx.recv() => {
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    let Ok(f) = joined else { continue }; // only aborted tasks fail to join
                     if matches!(f.outcome, Outcome::Done) {
                         tracker.finish(&f.tp, f.offset);
                     } else {
@@ -145,11 +164,16 @@ impl Driver {
                 }
                 _ = shutdown.cancelled(), if draining_since.is_none() => {
                     tracing::info!(stage = %stage, in_flight, "draining");
-                    draining_since = Some(Instant::now());
+                    draining_since = Some(Clock::now());
                 }
-                _ = tokio::time::sleep(drain_timeout), if draining_since.is_some() => {
+                _ = tokio::time::sleep_until(abandon_at), if draining_since.is_some() && abandoned_at.is_none() => {
                     tracing::warn!(stage = %stage, in_flight, "drain timeout; in-flight records will be replayed");
                     shared.abandon.cancel();
+                    abandoned_at = Some(Clock::now());
+                }
+                _ = tokio::time::sleep_until(stop_at), if abandoned_at.is_some() => {
+                    tracing::warn!(stage = %stage, in_flight, "records still running after the drain timeout; stopped, they will be replayed");
+                    break;
                 }
                 _ = commit_tick.tick() => {
                     commit(&*consumer, &mut tracker, false).await;
@@ -172,11 +196,10 @@ impl Driver {
                             continue;
                         }
                         metrics.received();
-                        let (shared, done_tx) = (shared.clone(), done_tx.clone());
-                        tokio::spawn(async move {
-                            let offset = r.offset;
-                            let outcome = handle(&shared, r).await;
-                            let _ = done_tx.send(Finished { tp, offset, outcome });
+                        let shared = shared.clone();
+                        tasks.spawn(async move {
+                            let outcome = handle_guarded(&shared, &r).await;
+                            Finished { tp, offset: r.offset, outcome }
                         });
                     }
                     Ok(ConsumerEvent::Assigned(tps)) => {
@@ -190,11 +213,13 @@ impl Driver {
                     }
                     Err(e) => {
                         tracing::warn!(stage = %stage, error = %e, "consumer closed");
-                        draining_since.get_or_insert_with(Instant::now);
+                        draining_since.get_or_insert_with(Clock::now);
                     }
                 }
             }
         }
+        // Whatever still runs was given up: its offsets stay uncommitted.
+        tasks.abort_all();
         commit(&*consumer, &mut tracker, true).await;
         consumer.close().await.ok();
         tracing::info!(stage = %stage, "stopped");
@@ -255,8 +280,27 @@ async fn measure_lag(
     }
 }
 
+/// [`handle`], with a panic of the processor costing this record only: it is dead-lettered
+/// with code `panic` and the panic's message.
+async fn handle_guarded(s: &Shared, record: &Record) -> Outcome {
+    match AssertUnwindSafe(handle(s, record)).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<&str>()
+                .map(|m| m.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the processor panicked".to_string());
+            tracing::error!(stage = %s.stage, topic = %record.topic, partition = record.partition,
+                offset = record.offset, reason = %reason, "processor panicked; dead-lettering the record");
+            s.metrics.failed("panic");
+            dead_letter_it(s, record, "panic", &format!("panic: {reason}"), 1).await
+        }
+    }
+}
+
 /// Processes one record to completion: outputs acknowledged, or dead-lettered.
-async fn handle(s: &Shared, record: Record) -> Outcome {
+async fn handle(s: &Shared, record: &Record) -> Outcome {
     let started = Instant::now();
     let mut attempt: u32 = 0;
     let mut outage_waits: u32 = 0;
@@ -264,7 +308,7 @@ async fn handle(s: &Shared, record: Record) -> Outcome {
     loop {
         attempt += 1;
         let mut out = s.delivery.emitter();
-        let result = match s.processor.process(&record, &mut out).await {
+        let result = match s.processor.process(record, &mut out).await {
             Ok(()) => out.flush().await,
             Err(e) => Err(e),
         };
@@ -283,13 +327,13 @@ async fn handle(s: &Shared, record: Record) -> Outcome {
         match failure {
             StageError::Abandoned => return Outcome::Abandoned,
             StageError::Invalid { code, reason } => {
-                return dead_letter_it(s, &record, code, &reason, attempt).await;
+                return dead_letter_it(s, record, code, &reason, attempt).await;
             }
             StageError::Transient(e) if attempt >= s.backoff.attempts => {
                 let reason = format!("{e:#}");
                 tracing::warn!(stage = %s.stage, topic = %record.topic, partition = record.partition,
                     offset = record.offset, attempts = attempt, error = %reason, "giving up");
-                return dead_letter_it(s, &record, "failed_after_retries", &reason, attempt).await;
+                return dead_letter_it(s, record, "failed_after_retries", &reason, attempt).await;
             }
             StageError::Transient(e) => {
                 tracing::debug!(stage = %s.stage, attempt, error = %format!("{e:#}"), "retrying");
@@ -328,11 +372,16 @@ async fn dead_letter_it(
     attempts: u32,
 ) -> Outcome {
     let out = dead_letter::record(&s.dead_letter, &s.stage, record, code, reason, attempts);
-    if s.delivery
-        .produce(std::slice::from_ref(&out))
-        .await
-        .is_err()
-    {
+    let delivered = match s.delivery.produce(std::slice::from_ref(&out)).await {
+        Err(StageError::Invalid { .. }) if !out.value.is_empty() => {
+            // The dead-letter topic refuses it (too large): the reason is what matters; the
+            // value stays at its source offset, which the headers name.
+            let out = dead_letter::without_value(out);
+            s.delivery.produce(std::slice::from_ref(&out)).await
+        }
+        other => other,
+    };
+    if delivered.is_err() {
         return Outcome::Abandoned;
     }
     s.metrics.dead_lettered(code);

@@ -234,7 +234,9 @@ impl Emitter {
 }
 
 /// Sends `records` until each is acknowledged, sending the refused ones again with backoff:
-/// `Err(Abandoned)` when `abandon` is cancelled first, `Err(Transient)` when `rounds` run out.
+/// `Err(Abandoned)` when `abandon` is cancelled first, `Err(Transient)` when `rounds` run out,
+/// `Err(Invalid)` with code `rejected_by_broker` when the broker refuses one for good (too
+/// large, not authorized): the input is then dead-lettered with the broker's reason.
 pub async fn produce_all(
     producer: &dyn Producer,
     records: &[OutRecord],
@@ -246,16 +248,34 @@ pub async fn produce_all(
     let mut pending: Vec<&OutRecord> = records.iter().collect();
     let mut round: u32 = 0;
     while !pending.is_empty() {
-        let results = if let [one] = pending[..] {
-            vec![producer.send(one.clone()).await]
-        } else {
-            futures::future::join_all(pending.iter().map(|o| producer.send((*o).clone()))).await
+        let sends = async {
+            if let [one] = pending[..] {
+                vec![producer.send(one.clone()).await]
+            } else {
+                futures::future::join_all(pending.iter().map(|o| producer.send((*o).clone()))).await
+            }
+        };
+        // A send can wait long (a full local queue, a slow broker): give up on abandon.
+        let results = tokio::select! {
+            results = sends => results,
+            _ = abandon.cancelled() => return Err(StageError::Abandoned),
         };
         let mut failed = Vec::new();
         let mut last_error = None;
         for (out, r) in pending.into_iter().zip(results) {
             match r {
                 Ok(_) => metrics.sent(&out.topic),
+                Err(e) if e.is_permanent() => {
+                    metrics.failed("produce_rejected");
+                    return Err(StageError::invalid(
+                        "rejected_by_broker",
+                        format!(
+                            "a record for `{}` ({} bytes): {e}",
+                            out.topic,
+                            out.value.len()
+                        ),
+                    ));
+                }
                 Err(e) => {
                     tracing::warn!(topic = %out.topic, error = %e, "produce failed; retrying");
                     metrics.failed("produce");

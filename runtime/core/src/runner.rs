@@ -333,30 +333,38 @@ async fn wait_for_broker(
     }
 }
 
-/// Waits for SIGINT or SIGTERM, then cancels `token`.
+/// Waits for SIGINT or SIGTERM, then cancels `token` (the stages drain, within their drain
+/// timeouts); a second signal exits at once, leaving what is uncommitted to be replayed.
 pub fn cancel_on_signals(token: CancellationToken) {
     tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot watch SIGTERM");
-                        let _ = ctrl_c.await;
-                        token.cancel();
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+        if let Err(e) = next_signal().await {
+            tracing::warn!(error = %e, "cannot watch signals; stop with SIGKILL");
+            return;
         }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        tracing::info!("signal received; draining");
+        tracing::info!("signal received; draining (a second signal exits at once)");
         token.cancel();
+        if next_signal().await.is_ok() {
+            tracing::warn!(
+                "second signal: exiting without draining; uncommitted records will be replayed"
+            );
+            std::process::exit(130);
+        }
     });
+}
+
+/// The next SIGINT or SIGTERM.
+async fn next_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
 }

@@ -93,21 +93,9 @@ impl BatchWriter for Writer {
 async fn run(values: &[&str], replay_end: Option<i64>) -> (Vec<(i64, i64, usize)>, i64, usize) {
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
     bus.create_topics(&[
-        TopicSpec {
-            name: "in".into(),
-            partitions: 1,
-            replication: 1,
-        },
-        TopicSpec {
-            name: "out".into(),
-            partitions: 1,
-            replication: 1,
-        },
-        TopicSpec {
-            name: "dlq".into(),
-            partitions: 1,
-            replication: 1,
-        },
+        TopicSpec::new("in", 1),
+        TopicSpec::new("out", 1),
+        TopicSpec::new("dlq", 1),
     ])
     .await
     .unwrap();

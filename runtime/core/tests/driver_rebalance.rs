@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rebalance::{Names, Protocol, Scenario};
 use sluice_bus::memory::MemoryBus;
-use sluice_bus::{Bus, TopicSpec};
+use sluice_bus::Bus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_bus_rebalances_cooperatively_under_load_without_losing_records() {
@@ -20,18 +20,6 @@ async fn memory_bus_rebalances_cooperatively_under_load_without_losing_records()
         dead_letter: "dlq".into(),
         group: "stage".into(),
     };
-    let topic = |name: &str, partitions| TopicSpec {
-        name: name.into(),
-        partitions,
-        replication: 1,
-    };
-    bus.create_topics(&[
-        topic(&names.input, PARTITIONS),
-        topic(&names.output, 4),
-        topic(&names.dead_letter, 1),
-    ])
-    .await
-    .unwrap();
     rebalance::run(
         bus,
         names,

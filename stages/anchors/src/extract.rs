@@ -4,13 +4,15 @@
 //!
 //! lol_html does not build a tree, so the open anchors are kept on a small stack: text goes
 //! to the innermost open anchor, and anchors never closed (bad HTML) end with the document.
-//! Text chunks and attribute values come back with entities undecoded; they are decoded here.
+//! Text chunks and attribute values come back with entities undecoded; they are decoded here,
+//! and hrefs read as crawl reads them ([`sluice_web::href`]).
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use lol_html::html_content::EndTag;
 use lol_html::{element, text, HtmlRewriter, MemorySettings, Settings};
+use sluice_web::href::{self, decode};
 pub use sluice_web::text::collapse;
 use url::Url;
 
@@ -101,10 +103,6 @@ struct State {
     next_position: u32,
 }
 
-fn decode(s: &str) -> String {
-    html_escape::decode_html_entities(s).into_owned()
-}
-
 /// What lol_html calls at an element's end tag.
 type EndTagHandler = Box<
     dyn for<'a, 'b> FnOnce(
@@ -126,10 +124,7 @@ pub fn extract(html: &str, page_url: &Url) -> PageAnchors {
             let mut s = s1.borrow_mut();
             if s.base.is_none() {
                 if let Some(href) = el.get_attribute("href") {
-                    s.base = page_url
-                        .join(decode(&href).trim())
-                        .ok()
-                        .filter(|b| matches!(b.scheme(), "http" | "https"));
+                    s.base = href::base_href(page_url, &href);
                 }
             }
             Ok(())
@@ -226,16 +221,7 @@ fn finalize(a: Open, base: &Url, out: &mut PageAnchors) {
         out.skipped.data += 1;
         return;
     }
-    // Browsers drop tabs and newlines inside URLs.
-    let cleaned: String = href
-        .chars()
-        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
-        .collect();
-    let Some(mut target) = base
-        .join(&cleaned)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-    else {
+    let Some(mut target) = href::resolve_http(base, &href::clean(href)) else {
         out.skipped.other += 1;
         return;
     };

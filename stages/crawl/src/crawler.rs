@@ -266,7 +266,6 @@ impl Crawler {
                 None
             };
             let delay = self.politeness.delay_for(crawl_delay);
-            drop(held.take()); // one request permit at a time, also across redirect hops
             let request = permit_ref.request(&host, delay).await;
             page.fetched_at_ms = now_ms();
             let types = &self.settings.content_types;
@@ -332,6 +331,10 @@ impl Crawler {
                     }
                     current = next;
                     page.final_url = current.to_string();
+                    // A redirect has no body to keep: let the request permit go before
+                    // waiting for the next hop's domain, robots.txt and turn, or enough
+                    // redirects at once would hold every permit while waiting for one.
+                    drop(held.take());
                     continue;
                 }
             }

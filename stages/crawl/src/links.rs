@@ -2,13 +2,14 @@
 //! and its `<base href>`, with nofollow from `rel` and `<meta name=robots>`.
 //!
 //! lol_html streams the page without building a tree, so a huge or hostile page costs time in
-//! proportion to its size and a bounded amount of memory. Attribute values come back with
-//! entities undecoded (`&amp;`), so they are decoded here.
+//! proportion to its size and a bounded amount of memory. Hrefs are read as anchors reads them
+//! ([`sluice_web::href`]).
 
 use std::cell::RefCell;
 use std::collections::HashSet;
 
 use lol_html::{element, HtmlRewriter, MemorySettings, Settings};
+use sluice_web::href;
 use url::Url;
 
 /// Links found on one page.
@@ -52,11 +53,7 @@ pub fn extract(html: &str, page_url: &Url, limit: usize) -> PageLinks {
             let mut s = state.borrow_mut();
             if s.base.is_none() {
                 if let Some(href) = el.get_attribute("href") {
-                    // A `javascript:` or `data:` base cannot resolve anything: ignore it.
-                    s.base = page_url
-                        .join(decode(&href).trim())
-                        .ok()
-                        .filter(|b| matches!(b.scheme(), "http" | "https"));
+                    s.base = href::base_href(page_url, &href);
                 }
             }
             Ok(())
@@ -69,7 +66,7 @@ pub fn extract(html: &str, page_url: &Url, limit: usize) -> PageLinks {
                     r.split_ascii_whitespace()
                         .any(|t| t.eq_ignore_ascii_case("nofollow"))
                 });
-                s.raw.push((decode(&href), nofollow));
+                s.raw.push((href::decode(&href), nofollow));
             }
             Ok(())
         }))
@@ -118,27 +115,16 @@ pub fn extract(html: &str, page_url: &Url, limit: usize) -> PageLinks {
     out
 }
 
-/// Resolves an href; `None` for non-http(s) targets and unparsable ones.
+/// Resolves an href; `None` for fragments of the page itself, non-http(s) targets and
+/// unparsable ones.
 fn resolve(base: &Url, href: &str) -> Option<Url> {
-    // Browsers strip leading/trailing C0 controls and spaces and drop tabs and newlines.
-    let href: String = href
-        .trim_matches(|c: char| c <= ' ')
-        .chars()
-        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
-        .collect();
+    let href = href::clean(href);
     if href.is_empty() || href.starts_with('#') {
         return None;
     }
-    let mut url = base.join(&href).ok()?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return None;
-    }
+    let mut url = href::resolve_http(base, &href)?;
     url.set_fragment(None);
     Some(url)
-}
-
-fn decode(value: &str) -> String {
-    html_escape::decode_html_entities(value).into_owned()
 }
 
 #[cfg(test)]

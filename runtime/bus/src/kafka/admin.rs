@@ -23,6 +23,15 @@ pub(super) async fn create_topics(
             )
         })
         .collect();
+    let limits: Vec<String> = topics
+        .iter()
+        .map(|t| t.record_limit().to_string())
+        .collect();
+    let new: Vec<NewTopic> = new
+        .into_iter()
+        .zip(&limits)
+        .map(|(n, limit)| n.set("max.message.bytes", limit))
+        .collect();
     let opts = AdminOptions::new().operation_timeout(Some(QUERY_TIMEOUT));
     let results = admin.create_topics(&new, &opts).await.map_err(broker_err)?;
     let mut out = Vec::new();

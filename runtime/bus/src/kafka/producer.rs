@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{BusError, Delivered, OutRecord, Producer};
+use crate::{BusError, Delivered, OutRecord, Producer, DEFAULT_MAX_MESSAGE_BYTES};
 use futures::future::BoxFuture;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
@@ -11,6 +11,36 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::broker_err;
+
+/// Longest wait between two tries while librdkafka's local queue is full.
+const QUEUE_FULL_MAX_WAIT: Duration = Duration::from_millis(100);
+
+/// A produce error as the bus reports it: [`BusError::Rejected`] for the errors that sending the
+/// same record again cannot cure, [`BusError::Broker`] (retried) for the rest.
+fn produce_err(e: KafkaError) -> BusError {
+    use RDKafkaErrorCode as C;
+    let code = match &e {
+        KafkaError::MessageProduction(c) => Some(*c),
+        _ => e.rdkafka_error_code(),
+    };
+    match code {
+        Some(
+            C::MessageSizeTooLarge
+            | C::InvalidMessageSize
+            | C::MessageBatchTooLarge
+            | C::InvalidMessage
+            | C::InvalidRecord
+            | C::InvalidTopic
+            | C::UnknownTopic
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::TransactionalIdAuthorizationFailed
+            | C::PolicyViolation
+            | C::InvalidRequiredAcks,
+        ) => BusError::Rejected(e.to_string()),
+        _ => broker_err(e),
+    }
+}
 
 /// One producer per process (librdkafka batches across all callers).
 pub struct KafkaProducer {
@@ -28,13 +58,15 @@ impl KafkaProducer {
             ("linger.ms", "5"),
             ("compression.type", "lz4"),
             ("queue.buffering.max.messages", "200000"),
-            // Page records carry bodies up to the crawl's max_body (2 MiB by default).
-            ("message.max.bytes", "16777216"),
         ];
         for (k, v) in defaults {
             if config.get(k).is_none() {
                 config.set(k, v);
             }
+        }
+        // Page records carry bodies up to the crawl's max_body: as large as topics take.
+        if config.get("message.max.bytes").is_none() {
+            config.set("message.max.bytes", DEFAULT_MAX_MESSAGE_BYTES.to_string());
         }
         let inner: FutureProducer = config.create().map_err(broker_err)?;
         Ok(Self { inner })
@@ -45,6 +77,7 @@ impl Producer for KafkaProducer {
     fn send(&self, record: OutRecord) -> BoxFuture<'static, Result<Delivered, BusError>> {
         let producer = self.inner.clone();
         Box::pin(async move {
+            let mut queue_wait = Duration::from_millis(1);
             let delivery = loop {
                 let mut fr = FutureRecord::to(&record.topic).payload(record.value.as_slice());
                 if let Some(k) = &record.key {
@@ -65,11 +98,13 @@ impl Producer for KafkaProducer {
                 }
                 match producer.send_result(fr) {
                     Ok(f) => break f,
-                    // The local queue is full: wait for deliveries instead of failing.
+                    // The local queue is full: wait for deliveries instead of failing, longer
+                    // each time. The caller drops this future to give up (on shutdown).
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        tokio::time::sleep(queue_wait).await;
+                        queue_wait = (queue_wait * 2).min(QUEUE_FULL_MAX_WAIT);
                     }
-                    Err((e, _)) => return Err(broker_err(e)),
+                    Err((e, _)) => return Err(produce_err(e)),
                 }
             };
             match delivery.await {
@@ -77,7 +112,7 @@ impl Producer for KafkaProducer {
                     partition: d.partition,
                     offset: d.offset,
                 }),
-                Ok(Err((e, _))) => Err(broker_err(e)),
+                Ok(Err((e, _))) => Err(produce_err(e)),
                 Err(_) => Err(BusError::Closed),
             }
         })

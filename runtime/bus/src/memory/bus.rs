@@ -128,7 +128,7 @@ impl Bus for MemoryBus {
                     None => {
                         map.insert(
                             spec.name.clone(),
-                            Arc::new(Topic::new(&spec.name, spec.partitions)),
+                            Arc::new(Topic::new(&spec.name, spec.partitions, spec.record_limit())),
                         );
                         debug!(topic = %spec.name, partitions = spec.partitions, "topic created");
                         CreateOutcome::Created

@@ -353,7 +353,7 @@ mod tests {
 
     use crate::memory::testing::{
         assert_partitioned, assert_quiet, assigned, bus_with, fill, options, record, revoked,
-        settle, spec, tp,
+        settle, spec, tp, two_members,
     };
     use crate::memory::MemoryBus;
     use crate::{Bus, BusError};
@@ -402,13 +402,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropped_member_redelivers_only_uncommitted_records() {
-        let bus = bus_with("t", 2).await;
-        let mut a = bus.subscribe(options("g", &["t"])).await.unwrap();
-        assigned(&mut a).await;
-        let mut b = bus.subscribe(options("g", &["t"])).await.unwrap();
-        let (_, ack) = revoked(&mut a).await;
-        ack.done(vec![]);
-        assert_eq!(assigned(&mut b).await, vec![tp("t", 0)]);
+        let (bus, mut a, mut b) = two_members().await;
 
         fill(&bus, "t", 1, 10).await;
         for offset in 0..10 {
@@ -427,13 +421,7 @@ mod tests {
 
     #[tokio::test]
     async fn closed_member_hands_over_and_the_others_read_on() {
-        let bus = bus_with("t", 2).await;
-        let mut a = bus.subscribe(options("g", &["t"])).await.unwrap();
-        assigned(&mut a).await;
-        let mut b = bus.subscribe(options("g", &["t"])).await.unwrap();
-        let (_, ack) = revoked(&mut a).await;
-        ack.done(vec![]);
-        assert_eq!(assigned(&mut b).await, vec![tp("t", 0)]);
+        let (bus, mut a, mut b) = two_members().await;
         fill(&bus, "t", 0, 3).await;
         for _ in 0..3 {
             record(&mut b).await;
@@ -455,13 +443,7 @@ mod tests {
 
     #[tokio::test]
     async fn commits_for_partitions_not_held_are_ignored() {
-        let bus = bus_with("t", 2).await;
-        let mut a = bus.subscribe(options("g", &["t"])).await.unwrap();
-        assigned(&mut a).await;
-        let mut b = bus.subscribe(options("g", &["t"])).await.unwrap();
-        let (_, ack) = revoked(&mut a).await;
-        ack.done(vec![]);
-        assert_eq!(assigned(&mut b).await, vec![tp("t", 0)]);
+        let (bus, a, b) = two_members().await;
 
         a.commit(&[(tp("t", 0), 7), (tp("t", 1), 4)], true)
             .await

@@ -36,11 +36,14 @@ pub(super) struct Topic {
     pub(super) partitions: Box<[Arc<Partition>]>,
     /// Round-robin turn of unkeyed records.
     unkeyed: AtomicU32,
+    /// Largest record taken, in bytes (key, value and headers), as Kafka's `max.message.bytes`.
+    max_record: usize,
 }
 
 impl Topic {
-    /// A topic of `count` empty partitions; `count` is at least 1.
-    pub(super) fn new(name: &str, count: i32) -> Self {
+    /// A topic of `count` empty partitions taking records up to `max_record` bytes; `count`
+    /// is at least 1.
+    pub(super) fn new(name: &str, count: i32, max_record: u32) -> Self {
         let name: Arc<str> = name.into();
         Self {
             partitions: (0..count)
@@ -53,6 +56,7 @@ impl Topic {
                 })
                 .collect(),
             unkeyed: AtomicU32::new(0),
+            max_record: max_record as usize,
         }
     }
 
@@ -80,6 +84,18 @@ impl Topic {
             headers,
             partition,
         } = record;
+        let size = value.len()
+            + key.as_ref().map_or(0, Vec::len)
+            + headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        if size > self.max_record {
+            return Err(BusError::Rejected(format!(
+                "a record of {size} bytes is over topic `{topic}`'s max.message.bytes ({})",
+                self.max_record
+            )));
+        }
         let count = self.partition_count();
         let index = match (partition, &key) {
             (Some(p), _) if (0..count).contains(&p) => p,

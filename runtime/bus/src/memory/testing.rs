@@ -13,11 +13,7 @@ use crate::{
 pub(super) const WAIT: Duration = Duration::from_secs(5);
 
 pub(super) fn spec(name: &str, partitions: i32) -> TopicSpec {
-    TopicSpec {
-        name: name.into(),
-        partitions,
-        replication: 1,
-    }
+    TopicSpec::new(name, partitions)
 }
 
 pub(super) fn tp(topic: &str, partition: i32) -> TopicPartition {
@@ -37,6 +33,19 @@ pub(super) async fn bus_with(topic: &str, partitions: i32) -> MemoryBus {
     let bus = MemoryBus::new();
     bus.create_topics(&[spec(topic, partitions)]).await.unwrap();
     bus
+}
+
+/// Topic `t` of two partitions read by group `g`: member `a` joined first, then `b`, to which
+/// `a` gave partition 0.
+pub(super) async fn two_members() -> (MemoryBus, Box<dyn Consumer>, Box<dyn Consumer>) {
+    let bus = bus_with("t", 2).await;
+    let mut a = bus.subscribe(options("g", &["t"])).await.unwrap();
+    assigned(&mut a).await;
+    let mut b = bus.subscribe(options("g", &["t"])).await.unwrap();
+    let (_, ack) = revoked(&mut a).await;
+    ack.done(vec![]);
+    assert_eq!(assigned(&mut b).await, vec![tp("t", 0)]);
+    (bus, a, b)
 }
 
 /// Appends `count` records to one partition; values are `"<partition>:<offset>"`.

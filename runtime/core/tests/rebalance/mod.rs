@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sluice_bus::{
     Bus, BusError, Consumer, ConsumerEvent, OutRecord, Record, RevokeAck, StartFrom,
-    SubscribeOptions, TopicPartition,
+    SubscribeOptions, TopicPartition, TopicSpec,
 };
 use sluice_runtime::driver::Driver;
 use sluice_runtime::emit::{Emitter, Output};
@@ -47,7 +47,7 @@ pub enum Protocol {
     Eager,
 }
 
-/// The topics and group of one run; they must exist (topics) or be new (group).
+/// The topics and group of one run: the topics are created by [`run`], the group must be new.
 #[derive(Debug, Clone)]
 pub struct Names {
     pub input: String,
@@ -474,6 +474,14 @@ fn sticky_problems(events: &[(usize, Event)]) -> Vec<String> {
 
 /// Runs the scenario on `bus`, whose topics `names` exist, and checks it (panics on failure).
 pub async fn run(bus: Arc<dyn Bus>, names: Names, scenario: Scenario) {
+    let topic = |name: &str, partitions| TopicSpec::new(name, partitions);
+    bus.create_topics(&[
+        topic(&names.input, scenario.partitions),
+        topic(&names.output, 4),
+        topic(&names.dead_letter, 1),
+    ])
+    .await
+    .expect("create the run's topics");
     let observed = Arc::new(Observed::default());
     let all: Vec<TopicPartition> = (0..scenario.partitions)
         .map(|p| TopicPartition::new(&names.input, p))
