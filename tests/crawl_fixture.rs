@@ -297,3 +297,33 @@ async fn any_scope_follows_other_sites_and_max_depth_stops() {
     );
     assert!(!pages.contains_key("http://other.test/more"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sites_that_redirect_every_url_to_another_host_do_not_stall_a_small_fetch_pool() {
+    // Each seed redirects to a host whose robots.txt is not known yet. With two request
+    // permits, a redirect that kept its permit while fetching the next host's robots.txt
+    // (which needs a permit too) would stop the crawl for good.
+    let web = FixtureWeb::start().await;
+    let hosts: Vec<String> = (0..20)
+        .flat_map(|n| [format!("hop{n}.test"), format!("www.hop{n}.test")])
+        .collect();
+    let extra = format!(
+        "{}    fetch_concurrency: 2\n    per_domain_concurrency: 2\n    min_delay: 0s\n",
+        web.resolve_yaml(&hosts, 6)
+    );
+    let yaml = pipeline(&web, &extra).replace("    min_delay: 10ms\n", "");
+    let seeds: Vec<String> = (0..20)
+        .map(|n| format!("http://hop{n}.test/p0.html"))
+        .collect();
+    let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+    let (pages, _) = crawl(&yaml, &seeds).await;
+    for n in 0..20 {
+        let seed = pages
+            .get(&format!("http://hop{n}.test/p0.html"))
+            .unwrap_or_else(|| panic!("hop{n}.test: no page record"));
+        assert_eq!(seed.final_url, format!("http://www.hop{n}.test/p0.html"));
+        assert_eq!(seed.status, Some(200), "{:?}", seed.error);
+        // Its links were followed on the www host too.
+        assert!(pages.contains_key(&format!("http://www.hop{n}.test/p1.html")));
+    }
+}

@@ -9,7 +9,8 @@
 //!   absolute and protocol-relative links;
 //! - `other.test` — a second site that scope rules must keep the crawler out of;
 //! - `<x>.grid<N>.test` — generated sites (`grid` below) for politeness tests: every page
-//!   answers after `grid_delay` and links to a few others.
+//!   answers after `grid_delay` and links to a few others;
+//! - `hop<N>.test` — redirects every URL to `www.hop<N>.test`, which serves a grid site.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -218,6 +219,13 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Result<Respo
         *n += 1;
         *n
     };
+    if domain.starts_with("hop") {
+        // Every URL of the bare host, robots.txt included, moves to its `www.` host.
+        return Ok(match host.strip_prefix("www.") {
+            Some(_) => grid_page(&host, &path),
+            None => redirect(301, &format!("http://www.{host}{path}")),
+        });
+    }
     if domain.starts_with("grid") {
         let delay = shared.grid_delay_ms.load(Ordering::SeqCst) as u64;
         tokio::time::sleep(Duration::from_millis(delay)).await;
