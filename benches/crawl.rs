@@ -51,6 +51,7 @@ fn feed_records<'a>(topic: &'a str, feed: &'a [String]) -> impl Iterator<Item = 
             depth: 0,
             source: None,
             queued_at_ms: 0,
+            validators: None,
         };
         let mut r = OutRecord::new(topic, c.encode());
         r.partition = Some(i as i32 % PARTITIONS);

@@ -9,6 +9,7 @@ pub fn registry() -> Registry {
     r.register(sluice_stage_ingest::Kind);
     r.register(sluice_stage_normalize::Kind);
     r.register(sluice_stage_crawl::Kind);
+    r.register(sluice_stage_delay::Kind);
     r.register(sluice_stage_batch::Kind);
     r.register(sluice_stage_anchors::Kind);
     r.register(sluice_stage_embeddings::Kind);

@@ -19,6 +19,7 @@ fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(sluice_stage_normalize::Kind);
     r.register(sluice_stage_crawl::Kind);
+    r.register(sluice_stage_delay::Kind);
     r
 }
 
@@ -326,4 +327,200 @@ async fn sites_that_redirect_every_url_to_another_host_do_not_stall_a_small_fetc
         // Its links were followed on the www host too.
         assert!(pages.contains_key(&format!("http://www.hop{n}.test/p1.html")));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robots_txt_server_errors_disallow_everything_and_client_errors_allow_everything() {
+    // RFC 9309 §2.3.1: a 4xx robots.txt means no rules; a 5xx one, complete disallow.
+    let web = FixtureWeb::start().await;
+    let hosts = ["robots503.test".to_string(), "robots404.test".to_string()];
+    let yaml = pipeline(&web, &web.resolve_yaml(&hosts, 6));
+    let (pages, _) = crawl(
+        &yaml,
+        &[
+            "http://robots503.test/p0.html",
+            "http://robots404.test/p0.html",
+        ],
+    )
+    .await;
+    let refused = &pages["http://robots503.test/p0.html"];
+    assert_eq!(code(refused), Some("robots_unavailable"));
+    assert_eq!(refused.status, None, "the page itself was not fetched");
+    let allowed = &pages["http://robots404.test/p0.html"];
+    assert_eq!(allowed.status, Some(200), "{:?}", allowed.error);
+    assert!(pages.contains_key("http://robots404.test/p1.html"));
+    let hits = web.hits();
+    assert!(
+        hits.iter()
+            .all(|h| h.host != "robots503.test" || h.path == "/robots.txt"),
+        "nothing but robots.txt was asked of the 503 host"
+    );
+    let robots_tries = hits.iter().filter(|h| h.host == "robots503.test").count();
+    assert!(
+        robots_tries >= 2,
+        "robots.txt is asked again later ({robots_tries})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_gets_at_most_its_page_budget_per_recrawl_interval() {
+    let web = FixtureWeb::start().await;
+    let hosts = ["a.grid0.test".to_string()];
+    let extra = format!(
+        "{}    max_pages_per_domain: 3\n",
+        web.resolve_yaml(&hosts, 6)
+    );
+    let (pages, _) = crawl(&pipeline(&web, &extra), &["http://a.grid0.test/p0.html"]).await;
+    let fetched: Vec<&Page> = pages.values().filter(|p| p.status.is_some()).collect();
+    assert_eq!(fetched.len(), 3, "{:?}", pages.keys());
+    // Every other URL has a record saying why; disallowed ones cost no budget.
+    let count = |c: &str| pages.values().filter(|p| code(p) == Some(c)).count();
+    let (refused, disallowed) = (count("domain_budget_exhausted"), count("robots_disallowed"));
+    assert!(refused > 0 && disallowed > 0, "{refused} {disallowed}");
+    assert_eq!(refused + disallowed + 3, pages.len(), "{pages:?}");
+    let asked = web
+        .hits()
+        .iter()
+        .filter(|h| h.host == "a.grid0.test" && h.path != "/robots.txt")
+        .count();
+    assert_eq!(asked, 3, "the server saw the budget, no more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_domain_is_deferred_and_never_holds_up_the_others() {
+    // A stage window of 8 URLs: without the frontier, slow.test's URLs (one per second) fill
+    // it and the grid sites wait behind them; with it, they wait in the delay stage instead.
+    let web = FixtureWeb::start().await;
+    let mut hosts: Vec<String> = (0..6).map(|d| format!("a.grid{d}.test")).collect();
+    hosts.push("slow.test".into());
+    let yaml = format!(
+        r#"
+name: frontier
+broker: memory
+topics:
+  url-in: {{ partitions: 2 }}
+  urls: {{ partitions: 2 }}
+  deferred: {{ partitions: 2 }}
+  pages: {{ partitions: 2 }}
+  dead-letter: {{ partitions: 1 }}
+dead_letter: dead-letter
+stages:
+  normalize:
+    kind: normalize-dedup
+    input: url-in
+    output: urls
+  crawl:
+    kind: crawl
+    input: urls
+    output: pages
+    discovered: url-in
+    deferred: deferred
+    feedback: [url-in]
+    concurrency: 8
+    allow_private_addresses: true
+    min_delay: 0s
+    per_domain_concurrency: 2
+    max_domain_wait: 2s
+    max_domain_backlog: 4
+    max_depth: 3
+    resolve:
+{resolve}  delay:
+    kind: delay
+    input: deferred
+    output: urls
+    feedback: [urls]
+"#,
+        resolve = web.resolve_yaml(&hosts, 6),
+    );
+    let started = std::time::Instant::now();
+    // Every slow.test page first: without the frontier they take the whole window at once.
+    let mut seeds: Vec<String> = (0..common::web::SLOW_PAGES)
+        .map(|i| format!("http://slow.test/s{i}.html"))
+        .collect();
+    seeds.extend((0..6).map(|d| format!("http://a.grid{d}.test/p0.html")));
+    let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+    let (pages, _) = crawl(&yaml, &seeds).await;
+    // Everything is crawled, the slow domain too, each page once (crawl() checks that).
+    for d in 0..6 {
+        assert!(pages.contains_key(&format!("http://a.grid{d}.test/p1.html")));
+    }
+    let slow_fetched = pages
+        .values()
+        .filter(|p| p.domain == "slow.test" && p.status == Some(200))
+        .count();
+    assert_eq!(slow_fetched, common::web::SLOW_PAGES);
+    // The grid sites were done long before the slow one: nothing of theirs waited for it.
+    let hits = web.hits();
+    let last = |f: &dyn Fn(&str) -> bool| {
+        hits.iter()
+            .filter(|h| f(&h.host))
+            .map(|h| h.at.duration_since(started))
+            .max()
+            .unwrap()
+    };
+    let grid_done = last(&|h| h.contains(".grid"));
+    let slow_done = last(&|h| h == "slow.test");
+    assert!(
+        // Without the frontier slow.test's URLs take the whole window, a place freeing once a
+        // second as its pages are fetched.
+        grid_done < Duration::from_secs(5) && slow_done > grid_done + Duration::from_secs(5),
+        "grid sites done after {grid_done:?}, slow.test after {slow_done:?}"
+    );
+    // slow.test kept its Crawl-delay throughout.
+    let mut slow: Vec<_> = hits
+        .iter()
+        .filter(|h| h.host == "slow.test" && h.path != "/robots.txt")
+        .map(|h| h.at)
+        .collect();
+    slow.sort();
+    for pair in slow.windows(2) {
+        assert!(pair[1] - pair[0] >= Duration::from_millis(950), "{slow:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recrawl_revalidates_with_the_last_etag_and_records_a_304_without_a_body() {
+    let web = FixtureWeb::start().await;
+    let extra = web.resolve_yaml(&["etag.test".to_string()], 6);
+    // Recrawl after 1 s: the second submission of the URL is a recrawl.
+    let yaml = pipeline(&web, &extra).replace(
+        "    output: urls\n",
+        "    output: urls\n    recrawl_after: 1s\n",
+    );
+    let (p, _) =
+        sluice_config::load_str_validated(&yaml, "fixture.yaml", &[], &|_| None, &registry())
+            .unwrap_or_else(|d| panic!("{d}"));
+    let running = common::start_embedded(p, &registry(), None).await;
+    let producer = running.bus.producer().unwrap();
+    let url = "http://etag.test/page.html";
+    for round in 0..2 {
+        if round == 1 {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        producer.send(OutRecord::new("url-in", url)).await.unwrap();
+        let want = round + 1;
+        common::read_topic(&running.bus, "pages", Duration::from_secs(30), |r| {
+            r.len() >= want
+        })
+        .await;
+    }
+    let pages: Vec<Page> = common::read_all(&running.bus, "pages", Duration::from_secs(5))
+        .await
+        .iter()
+        .map(|r| Page::decode(&r.value).unwrap())
+        .collect();
+    running.shutdown.cancel();
+    running.wait().await.unwrap();
+    assert_eq!(pages.len(), 2);
+    assert_eq!(pages[0].status, Some(200));
+    assert!(pages[0].body.is_some());
+    assert_eq!(pages[1].status, Some(304), "{:?}", pages[1].error);
+    assert!(pages[1].error.is_none() && pages[1].body.is_none());
+    let asked: Vec<Option<String>> = web
+        .hits()
+        .into_iter()
+        .filter(|h| h.host == "etag.test" && h.path == "/page.html")
+        .map(|h| h.if_none_match)
+        .collect();
+    assert_eq!(asked, [None, Some("\"v1\"".to_string())]);
 }

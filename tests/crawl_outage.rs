@@ -118,6 +118,7 @@ stages:
             depth: 0,
             source: None,
             queued_at_ms: 0,
+            validators: None,
         };
         producer
             .send(OutRecord::new("urls", c.encode()).with_key(b"edge.test".to_vec()))

@@ -243,6 +243,7 @@ async fn three_crawlers_respect_the_domain_limit_and_survive_a_kill() {
                 depth: 0,
                 source: None,
                 queued_at_ms: 0,
+                validators: None,
             });
         }
     }

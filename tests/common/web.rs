@@ -10,7 +10,14 @@
 //! - `other.test` — a second site that scope rules must keep the crawler out of;
 //! - `<x>.grid<N>.test` — generated sites (`grid` below) for politeness tests: every page
 //!   answers after `grid_delay` and links to a few others;
-//! - `hop<N>.test` — redirects every URL to `www.hop<N>.test`, which serves a grid site.
+//! - `hop<N>.test` — redirects every URL to `www.hop<N>.test`, which serves a grid site;
+//! - `robots503.test`, `robots404.test` — grid sites whose robots.txt answers 503 or 404;
+//! - `slow.test` — `SLOW_PAGES` pages all linking to each other, behind a Crawl-delay of 1 s;
+//! - `etag.test` — a page with an ETag that answers a matching If-None-Match with 304;
+//! - `calendar.test` — a crawler trap (every page links to two new ones);
+//! - `huge.test` — a 20 MiB page.
+//!
+//! [`black_hole`] is a second listener that accepts connections and never answers.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -30,6 +37,8 @@ pub struct Hit {
     pub host: String,
     pub path: String,
     pub at: Instant,
+    /// The request's If-None-Match, if any.
+    pub if_none_match: Option<String>,
 }
 
 #[derive(Default)]
@@ -47,6 +56,26 @@ pub struct FixtureWeb {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
 }
+
+/// Bytes of `huge.test`'s page, far over any `max_body` a test sets.
+pub const HUGE_PAGE: usize = 20 << 20;
+
+/// A listener that accepts connections and never answers nor closes them: a black hole.
+pub async fn black_hole() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
+}
+
+/// Pages of `slow.test`, each linking to all of them; its robots.txt asks for a 1 s
+/// Crawl-delay.
+pub const SLOW_PAGES: usize = 20;
 
 /// Pages per generated grid host.
 pub const GRID_PAGES: usize = 12;
@@ -198,10 +227,16 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Result<Respo
         .to_ascii_lowercase();
     let path = req.uri().path().to_string();
     let domain = domain_of(&host);
+    let if_none_match = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     shared.hits.lock().unwrap().push(Hit {
         host: host.clone(),
         path: path.clone(),
         at: Instant::now(),
+        if_none_match: if_none_match.clone(),
     });
     let _in_flight = {
         let mut active = shared.active.lock().unwrap();
@@ -219,6 +254,69 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Result<Respo
         *n += 1;
         *n
     };
+    if host == "calendar.test" {
+        // A crawler trap: every month links to the next two, forever.
+        let n: u64 = path
+            .strip_prefix("/cal/")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        return Ok(match path.as_str() {
+            "/robots.txt" => status(404),
+            _ => html(format!(
+                "<a href=\"/cal/{}\">next</a><a href=\"/cal/{}\">after</a>",
+                n + 1,
+                n + 2
+            )),
+        });
+    }
+    if host == "huge.test" {
+        return Ok(match path.as_str() {
+            "/robots.txt" => status(404),
+            _ => html(format!(
+                "<title>huge</title><p>{}</p>",
+                "x".repeat(HUGE_PAGE)
+            )),
+        });
+    }
+    if host == "etag.test" {
+        // One page that never changes: a conditional GET with its ETag gets 304.
+        const ETAG: &str = "\"v1\"";
+        return Ok(if if_none_match.as_deref() == Some(ETAG) {
+            Response::builder()
+                .status(304)
+                .header(header::ETAG, ETAG)
+                .body(Body::empty())
+                .unwrap()
+        } else {
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/html")
+                .header(header::ETAG, ETAG)
+                .header(header::LAST_MODIFIED, "Tue, 03 Nov 2026 10:00:00 GMT")
+                .body(Body::from("<title>unchanged</title><p>same as ever</p>"))
+                .unwrap()
+        });
+    }
+    if host == "slow.test" {
+        return Ok(match path.as_str() {
+            "/robots.txt" => Response::builder()
+                .header(header::CONTENT_TYPE, "text/plain")
+                .body(Body::from("User-agent: *\nCrawl-delay: 1\n"))
+                .unwrap(),
+            _ => {
+                let links: String = (0..SLOW_PAGES)
+                    .map(|i| format!("<a href=\"/s{i}.html\">s{i}</a>\n"))
+                    .collect();
+                html(format!("<title>slow {path}</title>{links}"))
+            }
+        });
+    }
+    if host == "robots503.test" || host == "robots404.test" {
+        return Ok(match path.as_str() {
+            "/robots.txt" if host == "robots503.test" => status(503),
+            "/robots.txt" => status(404),
+            _ => grid_page(&host, &path),
+        });
+    }
     if domain.starts_with("hop") {
         // Every URL of the bare host, robots.txt included, moves to its `www.` host.
         return Ok(match host.strip_prefix("www.") {

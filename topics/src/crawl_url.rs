@@ -17,6 +17,42 @@ pub struct CrawlUrl {
     pub source: Option<String>,
     /// When normalize/dedup passed it on, in milliseconds since the Unix epoch.
     pub queued_at_ms: i64,
+    /// What the last crawl of this URL returned to revalidate it with (a recrawl sends them
+    /// as If-None-Match / If-Modified-Since); none for a URL not crawled before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validators: Option<Validators>,
+}
+
+/// A response's cache validators, as HTTP sent them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validators {
+    /// The `ETag` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// The `Last-Modified` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    /// Longest validator kept: a header longer than this is not worth a round trip back.
+    pub const MAX_LEN: usize = 256;
+
+    /// Validators from the two header values, each kept only if it is short, printable ASCII;
+    /// `None` when neither is.
+    pub fn from_headers(etag: Option<&str>, last_modified: Option<&str>) -> Option<Self> {
+        let keep = |v: Option<&str>| {
+            v.map(str::trim)
+                .filter(|v| !v.is_empty() && v.len() <= Self::MAX_LEN)
+                .filter(|v| v.bytes().all(|b| (b' '..=b'~').contains(&b)))
+                .map(str::to_string)
+        };
+        let v = Validators {
+            etag: keep(etag),
+            last_modified: keep(last_modified),
+        };
+        (v.etag.is_some() || v.last_modified.is_some()).then_some(v)
+    }
 }
 
 impl Contract for CrawlUrl {
@@ -43,8 +79,27 @@ mod tests {
             depth: 2,
             source: None,
             queued_at_ms: 1_700_000_000_000,
+            validators: None,
         };
         assert_eq!(CrawlUrl::decode(&u.encode()).unwrap(), u);
+        assert!(!String::from_utf8(u.encode())
+            .unwrap()
+            .contains("validators"));
+        let recrawl = CrawlUrl {
+            validators: Validators::from_headers(Some("\"abc\""), None),
+            ..u
+        };
+        assert_eq!(CrawlUrl::decode(&recrawl.encode()).unwrap(), recrawl);
         assert!(CrawlUrl::decode(b"http://example.com/").is_err());
+    }
+
+    #[test]
+    fn validators_keep_only_short_printable_values() {
+        assert_eq!(Validators::from_headers(None, Some("  ")), None);
+        let long = "x".repeat(Validators::MAX_LEN + 1);
+        assert_eq!(Validators::from_headers(Some(&long), Some("a\u{7}b")), None);
+        let v = Validators::from_headers(Some(" W/\"1\" "), Some(&long)).unwrap();
+        assert_eq!(v.etag.as_deref(), Some("W/\"1\""));
+        assert_eq!(v.last_modified, None);
     }
 }

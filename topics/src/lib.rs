@@ -16,7 +16,7 @@ mod page;
 mod table_batch;
 mod url_in;
 
-pub use crawl_url::CrawlUrl;
+pub use crawl_url::{CrawlUrl, Validators};
 pub use page::{FetchError, Page, Redirect};
 pub use table_batch::{DerivedFile, TableBatch};
 pub use url_in::UrlIn;

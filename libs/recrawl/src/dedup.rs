@@ -4,7 +4,9 @@
 //! 250-byte keys) whose value is one of
 //! - `p|<ms>|<claim id>`: claimed at `<ms>` by the record `<claim id>` (topic:partition:offset),
 //!   whose output may not be acknowledged yet;
-//! - `d|<ms>`: passed on (or fetched, by the crawl stage) at `<ms>`.
+//! - `d|<ms>`: passed on (or fetched, by the crawl stage) at `<ms>`; after a fetch that returned
+//!   cache validators, `d|<ms>|<etag>\n<last-modified>` (either may be empty), which the next
+//!   claim after `recrawl_after` hands on so the recrawl can be a conditional request.
 //!
 //! A record passes its URL on when it creates the key (`add` is atomic: of two replicas racing
 //! on one URL exactly one wins), when it finds its *own* claim (a replay after a crash between
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use sluice_bus::now_ms;
 use sluice_runtime::services::{Cache, CacheError};
+pub use sluice_topics::Validators;
 use xxhash_rust::xxh3::xxh3_128;
 
 /// What the cache says about a URL.
@@ -30,6 +33,8 @@ use xxhash_rust::xxh3::xxh3_128;
 pub enum Claim {
     /// Pass it on: this record owns the URL now.
     Pass,
+    /// Pass it on for a recrawl: the last crawl left these validators to revalidate with.
+    Revalidate(Validators),
     /// Seen within the recrawl interval (or claimed by another in-flight record).
     Duplicate,
 }
@@ -47,8 +52,14 @@ pub struct Dedup {
 const CAS_ATTEMPTS: usize = 3;
 
 enum Entry<'a> {
-    Pending { at_ms: i64, claim: &'a str },
-    Done { at_ms: i64 },
+    Pending {
+        at_ms: i64,
+        claim: &'a str,
+    },
+    Done {
+        at_ms: i64,
+        validators: Option<&'a str>,
+    },
     Unknown,
 }
 
@@ -63,9 +74,18 @@ fn parse(value: &[u8]) -> Entry<'_> {
         parts.next(),
     ) {
         (Some("p"), Some(at_ms), Some(claim)) => Entry::Pending { at_ms, claim },
-        (Some("d"), Some(at_ms), None) => Entry::Done { at_ms },
+        (Some("d"), Some(at_ms), validators) => Entry::Done { at_ms, validators },
         _ => Entry::Unknown,
     }
+}
+
+/// The validators of a `d|<ms>|<etag>\n<last-modified>` entry.
+fn decode_validators(text: &str) -> Option<Validators> {
+    let (etag, last_modified) = text.split_once('\n')?;
+    Validators::from_headers(
+        (!etag.is_empty()).then_some(etag),
+        (!last_modified.is_empty()).then_some(last_modified),
+    )
 }
 
 impl Dedup {
@@ -105,10 +125,13 @@ impl Dedup {
             let Some(item) = self.cache.gets(&key).await? else {
                 continue; // expired between add and gets: try to add again
             };
-            let since = match parse(&item.value) {
+            let (since, validators) = match parse(&item.value) {
                 Entry::Pending { claim, .. } if claim == claim_id => return Ok(Claim::Pass),
-                Entry::Pending { at_ms, .. } | Entry::Done { at_ms } => at_ms,
-                Entry::Unknown => i64::MIN, // foreign or corrupt value: reclaim it
+                Entry::Pending { at_ms, .. } => (at_ms, None),
+                Entry::Done { at_ms, validators } => {
+                    (at_ms, validators.and_then(decode_validators))
+                }
+                Entry::Unknown => (i64::MIN, None), // foreign or corrupt value: reclaim it
             };
             let age = now.saturating_sub(since);
             if age < self.recrawl_after.as_millis() as i64 {
@@ -119,7 +142,7 @@ impl Dedup {
                 .cas(&key, mine.as_bytes(), self.ttl(), item.cas)
                 .await?
             {
-                return Ok(Claim::Pass);
+                return Ok(validators.map_or(Claim::Pass, Claim::Revalidate));
             }
         }
         Ok(Claim::Duplicate)
@@ -127,15 +150,35 @@ impl Dedup {
 
     /// Marks `url` as passed on (its output is acknowledged).
     pub async fn passed(&self, url: &str) -> Result<(), CacheError> {
-        self.mark(url, now_ms()).await
+        self.mark(url, now_ms(), None).await
     }
 
-    /// Records that `url` was handled at `at_ms` (also the crawl stage's recrawl clock).
-    pub async fn mark(&self, url: &str, at_ms: i64) -> Result<(), CacheError> {
+    /// Records that `url` was handled at `at_ms` (also the crawl stage's recrawl clock), with
+    /// the validators its response carried, for the next crawl to revalidate with.
+    pub async fn mark(
+        &self,
+        url: &str,
+        at_ms: i64,
+        validators: Option<&Validators>,
+    ) -> Result<(), CacheError> {
         let key = self.key(url);
-        self.cache
-            .set(&key, format!("d|{at_ms}").as_bytes(), self.ttl())
-            .await
+        let value = match validators {
+            Some(v) => format!(
+                "d|{at_ms}|{}\n{}",
+                v.etag.as_deref().unwrap_or(""),
+                v.last_modified.as_deref().unwrap_or("")
+            ),
+            None => format!("d|{at_ms}"),
+        };
+        self.cache.set(&key, value.as_bytes(), self.ttl()).await
+    }
+
+    /// Counts one more page of registrable domain `domain` in the current recrawl interval
+    /// (a counter that starts with the domain's first page and lives `recrawl_after`); the
+    /// count so far, this page included.
+    pub async fn count_page(&self, domain: &str) -> Result<u64, CacheError> {
+        let key = format!("{}pages:{:032x}", self.prefix, xxh3_128(domain.as_bytes()));
+        self.cache.incr(&key, 1, self.recrawl_after).await
     }
 
     /// Gives a claim up (its record was dead-lettered), if it is still ours.
@@ -157,6 +200,36 @@ mod tests {
 
     fn store(recrawl: Duration) -> Dedup {
         Dedup::new(Arc::new(MemoryCache::new()), "t:".into(), recrawl)
+    }
+
+    #[tokio::test]
+    async fn a_recrawl_claim_hands_on_the_last_fetch_validators() {
+        // recrawl_after 0: every claim after a mark is a recrawl.
+        let d = store(Duration::ZERO);
+        assert_eq!(d.claim("http://a/", "x:0:1").await.unwrap(), Claim::Pass);
+        let v = Validators {
+            etag: Some("W/\"a|b\"".into()),
+            last_modified: Some("Tue, 03 Nov 2026 10:00:00 GMT".into()),
+        };
+        d.mark("http://a/", now_ms() - 1, Some(&v)).await.unwrap();
+        assert_eq!(
+            d.claim("http://a/", "x:0:2").await.unwrap(),
+            Claim::Revalidate(v)
+        );
+        // Only one validator, or none.
+        let etag_only = Validators {
+            etag: Some("\"e\"".into()),
+            last_modified: None,
+        };
+        d.mark("http://a/", now_ms() - 1, Some(&etag_only))
+            .await
+            .unwrap();
+        assert_eq!(
+            d.claim("http://a/", "x:0:3").await.unwrap(),
+            Claim::Revalidate(etag_only)
+        );
+        d.mark("http://a/", now_ms() - 1, None).await.unwrap();
+        assert_eq!(d.claim("http://a/", "x:0:4").await.unwrap(), Claim::Pass);
     }
 
     #[tokio::test]

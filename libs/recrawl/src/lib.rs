@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sluice_config::{HumanDuration, Pipeline, StageSpec};
 
-pub use dedup::{Claim, Dedup};
+pub use dedup::{Claim, Dedup, Validators};
 
 /// The stage kind that owns the clock.
 pub const OWNER_KIND: &str = "normalize-dedup";

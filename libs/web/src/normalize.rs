@@ -43,7 +43,21 @@ pub struct NormalizeOptions {
     pub sort_query: bool,
     /// Accepted schemes, compared case-insensitively.
     pub schemes: Vec<String>,
+    /// Drop session ids: a `;jsessionid=…` path parameter and the query parameters of
+    /// [`SESSION_PARAMS`], whatever their case. A site that puts a new session id in every
+    /// link would otherwise be an endless supply of new URLs for the same pages.
+    pub strip_session_ids: bool,
 }
+
+/// Query parameters that carry a session id (compared case-insensitively).
+pub const SESSION_PARAMS: [&str; 6] = [
+    "jsessionid",
+    "phpsessid",
+    "sid",
+    "sessionid",
+    "session_id",
+    "aspsessionid",
+];
 
 impl Default for NormalizeOptions {
     fn default() -> Self {
@@ -57,6 +71,7 @@ impl Default for NormalizeOptions {
             .collect(),
             sort_query: false,
             schemes: vec!["http".to_owned(), "https".to_owned()],
+            strip_session_ids: true,
         }
     }
 }
@@ -67,6 +82,9 @@ impl NormalizeOptions {
     }
 
     fn strips_param(&self, name: &str) -> bool {
+        if self.strip_session_ids && SESSION_PARAMS.iter().any(|s| name.eq_ignore_ascii_case(s)) {
+            return true;
+        }
         self.strip_params
             .iter()
             .any(|pattern| match pattern.strip_suffix('*') {
@@ -174,11 +192,18 @@ pub fn normalize(input: &str, opts: &NormalizeOptions) -> Result<Url, Reject> {
     url.set_fragment(None);
 
     let path = url.path();
+    let without_session;
+    let path = if opts.strip_session_ids {
+        without_session = strip_path_session(path);
+        without_session.as_ref()
+    } else {
+        path
+    };
     let new_path = match normalize_escapes(path) {
         p if p.is_empty() => Cow::Borrowed("/"),
         p => p,
     };
-    if new_path != path {
+    if new_path != url.path() {
         let new_path = new_path.into_owned();
         url.set_path(&new_path);
     }
@@ -207,6 +232,29 @@ pub fn normalize(input: &str, opts: &NormalizeOptions) -> Result<Url, Reject> {
 /// As [`normalize`].
 pub fn normalize_str(input: &str, opts: &NormalizeOptions) -> Result<String, Reject> {
     normalize(input, opts).map(String::from)
+}
+
+/// `path` without `;jsessionid=…` parameters (any case), which servlet containers put in
+/// every link of a client without cookies.
+fn strip_path_session(path: &str) -> Cow<'_, str> {
+    const PARAM: &str = ";jsessionid=";
+    let lower = path.to_ascii_lowercase();
+    if !lower.contains(PARAM) {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut rest = 0;
+    while let Some(found) = lower[rest..].find(PARAM) {
+        let start = rest + found;
+        out.push_str(&path[rest..start]);
+        // The id runs to the next segment or path parameter.
+        let value = start + PARAM.len();
+        rest = lower[value..]
+            .find(['/', ';'])
+            .map_or(path.len(), |end| value + end);
+    }
+    out.push_str(&path[rest..]);
+    Cow::Owned(out)
 }
 
 /// The scheme the input would have, if it starts with something shaped like
@@ -607,6 +655,31 @@ mod tests {
         assert_eq!(opts.strip_params, ["ref"]);
         assert_eq!(opts.max_length, 2048);
         assert!(serde_json::from_str::<NormalizeOptions>(r#"{"max_len": 1}"#).is_err());
+    }
+
+    #[test]
+    fn session_ids_are_dropped_from_path_and_query() {
+        ok(
+            "http://example.com/shop/item;jsessionid=A1B2C3?id=7&PHPSESSID=x&SID=y",
+            "http://example.com/shop/item?id=7",
+        );
+        ok(
+            "http://example.com/a;JSESSIONID=1/b;jsessionid=2;v=3",
+            "http://example.com/a/b;v=3",
+        );
+        ok("http://example.com/?sessionid=1", "http://example.com/");
+        ok(
+            "http://example.com/?sidebar=1&session=2",
+            "http://example.com/?sidebar=1&session=2",
+        );
+        let keep = NormalizeOptions {
+            strip_session_ids: false,
+            ..NormalizeOptions::default()
+        };
+        assert_eq!(
+            normalize_str("http://example.com/p;jsessionid=1?sid=2", &keep).as_deref(),
+            Ok("http://example.com/p;jsessionid=1?sid=2")
+        );
     }
 
     #[test]

@@ -6,6 +6,10 @@ use crate::diagnostic::Diagnostic;
 use crate::model::{Pipeline, StageSpec};
 use crate::node::Node;
 
+/// The message type of a kind that passes records through unchanged (a delay, say): as an
+/// input it reads any type; as an output it writes whatever its input topic carries.
+pub const ANY_TYPE: &str = "*";
+
 /// An output port of a stage kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortInfo {

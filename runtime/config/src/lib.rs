@@ -75,7 +75,7 @@ pub use emit::to_yaml_string;
 pub use interpolate::interpolate;
 pub use kinds::{
     DeploymentInfo, KindCatalog, KindInfo, ListenPort, PortInfo, Resources, SettingsCheck,
-    StaticKind,
+    StaticKind, ANY_TYPE,
 };
 pub use load::{load, load_str, parse_broker, parse_host_ports, COMMON_STAGE_FIELDS};
 pub use model::{Broker, Endpoint, Pipeline, RetrySpec, Services, StageSpec, TopicSpec};

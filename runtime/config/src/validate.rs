@@ -6,7 +6,7 @@ use indexmap::IndexMap;
 
 use crate::de::from_node;
 use crate::diagnostic::{Diagnostic, Diagnostics, Pos};
-use crate::kinds::{KindCatalog, KindInfo};
+use crate::kinds::{KindCatalog, KindInfo, ANY_TYPE};
 use crate::load::COMMON_STAGE_FIELDS;
 use crate::model::{Pipeline, StageSpec};
 use crate::node::Node;
@@ -258,36 +258,51 @@ fn check_types(p: &Pipeline, views: &[View], d: &mut Diagnostics) {
             types.insert(name, (ty.value.as_str(), TypeSource::Declared));
         }
     }
-    for v in views {
-        let Some(k) = &v.kind else { continue };
-        for (field, topic) in &v.ports {
-            let Some(port) = k.port(field) else { continue };
-            if !p.topics.contains_key(topic.value.as_str()) {
-                continue;
-            }
-            match types.get(topic.value.as_str()) {
-                Some((ty, source)) if *ty != port.message_type => d.error(
-                    &topic.pos,
-                    format!(
-                        "stage `{}` writes `{}` to topic `{}` (port `{field}`), but the topic carries `{ty}` ({})",
-                        v.stage.name,
-                        port.message_type,
-                        topic.value,
-                        source.describe()
-                    ),
-                ),
-                Some(_) => {}
-                None => {
-                    types.insert(
-                        topic.value.as_str(),
-                        (
-                            port.message_type,
-                            TypeSource::Writer {
-                                stage: &v.stage.name,
-                                port: field,
-                            },
+    // Writers of a fixed type first, then pass-through ports, which write what their input
+    // topic carries.
+    for pass_through in [false, true] {
+        for v in views {
+            let Some(k) = &v.kind else { continue };
+            for (field, topic) in &v.ports {
+                let Some(port) = k.port(field) else { continue };
+                if (port.message_type == ANY_TYPE) != pass_through
+                    || !p.topics.contains_key(topic.value.as_str())
+                {
+                    continue;
+                }
+                let written = if pass_through {
+                    let input = v.stage.input.as_ref().map(|i| i.value.as_str());
+                    match input.and_then(|i| types.get(i)) {
+                        Some((ty, _)) => *ty,
+                        None => continue,
+                    }
+                } else {
+                    port.message_type
+                };
+                match types.get(topic.value.as_str()) {
+                    Some((ty, source)) if *ty != written => d.error(
+                        &topic.pos,
+                        format!(
+                            "stage `{}` writes `{}` to topic `{}` (port `{field}`), but the topic carries `{ty}` ({})",
+                            v.stage.name,
+                            written,
+                            topic.value,
+                            source.describe()
                         ),
-                    );
+                    ),
+                    Some(_) => {}
+                    None => {
+                        types.insert(
+                            topic.value.as_str(),
+                            (
+                                written,
+                                TypeSource::Writer {
+                                    stage: &v.stage.name,
+                                    port: field,
+                                },
+                            ),
+                        );
+                    }
                 }
             }
         }
@@ -296,7 +311,9 @@ fn check_types(p: &Pipeline, views: &[View], d: &mut Diagnostics) {
         let (Some(k), Some(input)) = (&v.kind, &v.stage.input) else {
             continue;
         };
-        let Some(want) = k.input else { continue };
+        let Some(want) = k.input.filter(|t| *t != ANY_TYPE) else {
+            continue;
+        };
         if let Some((ty, source)) = types.get(input.value.as_str()) {
             if *ty != want {
                 d.error(

@@ -12,8 +12,14 @@
 //! given up are left uncommitted and replayed by the next owner of their partition.
 //!
 //! A processor that panics costs one record: it is dead-lettered with code `panic`.
+//!
+//! Each partition has a recall token, cancelled when the partition is revoked and when the
+//! stage starts draining: records that are only waiting (see [`Emitter::recalled`]) give up at
+//! once, so a rebalance or a shutdown never waits on a queue.
+//!
+//! [`Emitter::recalled`]: crate::emit::Emitter::recalled
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -135,6 +141,9 @@ impl Driver {
         // Lag needs broker round trips per partition: measured off the record path.
         let lag_in_progress = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut draining_since: Option<Clock> = None;
+        // Recall tokens: one per partition, children of `draining`.
+        let draining = CancellationToken::new();
+        let mut recalls: HashMap<TopicPartition, CancellationToken> = HashMap::new();
         let mut abandoned_at: Option<Clock> = None;
         let concurrency = concurrency.max(1);
 
@@ -165,6 +174,7 @@ impl Driver {
                 _ = shutdown.cancelled(), if draining_since.is_none() => {
                     tracing::info!(stage = %stage, in_flight, "draining");
                     draining_since = Some(Clock::now());
+                    draining.cancel();
                 }
                 _ = tokio::time::sleep_until(abandon_at), if draining_since.is_some() && abandoned_at.is_none() => {
                     tracing::warn!(stage = %stage, in_flight, "drain timeout; in-flight records will be replayed");
@@ -197,17 +207,27 @@ impl Driver {
                         }
                         metrics.received();
                         let shared = shared.clone();
+                        let recall = recalls
+                            .entry(tp.clone())
+                            .or_insert_with(|| draining.child_token())
+                            .clone();
                         tasks.spawn(async move {
-                            let outcome = handle_guarded(&shared, &r).await;
+                            let outcome = handle_guarded(&shared, &r, &recall).await;
                             Finished { tp, offset: r.offset, outcome }
                         });
                     }
                     Ok(ConsumerEvent::Assigned(tps)) => {
                         for tp in tps {
+                            recalls.insert(tp.clone(), draining.child_token());
                             tracker.assign(tp);
                         }
                     }
                     Ok(ConsumerEvent::Revoked { partitions, ack }) => {
+                        for tp in &partitions {
+                            if let Some(recall) = recalls.remove(tp) {
+                                recall.cancel();
+                            }
+                        }
                         revoked_pending.push((partitions.into_iter().collect(), ack));
                         settle_revocations(&mut tracker, &mut revoked_pending, &*consumer, &metrics).await;
                     }
@@ -282,8 +302,11 @@ async fn measure_lag(
 
 /// [`handle`], with a panic of the processor costing this record only: it is dead-lettered
 /// with code `panic` and the panic's message.
-async fn handle_guarded(s: &Shared, record: &Record) -> Outcome {
-    match AssertUnwindSafe(handle(s, record)).catch_unwind().await {
+async fn handle_guarded(s: &Shared, record: &Record, recall: &CancellationToken) -> Outcome {
+    match AssertUnwindSafe(handle(s, record, recall))
+        .catch_unwind()
+        .await
+    {
         Ok(outcome) => outcome,
         Err(panic) => {
             let reason = panic
@@ -300,14 +323,14 @@ async fn handle_guarded(s: &Shared, record: &Record) -> Outcome {
 }
 
 /// Processes one record to completion: outputs acknowledged, or dead-lettered.
-async fn handle(s: &Shared, record: &Record) -> Outcome {
+async fn handle(s: &Shared, record: &Record, recall: &CancellationToken) -> Outcome {
     let started = Instant::now();
     let mut attempt: u32 = 0;
     let mut outage_waits: u32 = 0;
     let mut outage: Option<&'static str> = None;
     loop {
         attempt += 1;
-        let mut out = s.delivery.emitter();
+        let mut out = s.delivery.emitter().recalled_by(recall.clone());
         let result = match s.processor.process(record, &mut out).await {
             Ok(()) => out.flush().await,
             Err(e) => Err(e),
@@ -337,7 +360,7 @@ async fn handle(s: &Shared, record: &Record) -> Outcome {
             }
             StageError::Transient(e) => {
                 tracing::debug!(stage = %s.stage, attempt, error = %format!("{e:#}"), "retrying");
-                if !pause(s, s.backoff.delay(attempt)).await {
+                if !pause(s, s.backoff.delay(attempt), recall).await {
                     return Outcome::Abandoned;
                 }
             }
@@ -347,7 +370,7 @@ async fn handle(s: &Shared, record: &Record) -> Outcome {
                 outage_waits += 1;
                 outage = Some(dependency);
                 s.health.not_ready(dependency, format!("{error:#}"));
-                if !pause(s, s.backoff.delay(outage_waits.min(8))).await {
+                if !pause(s, s.backoff.delay(outage_waits.min(8)), recall).await {
                     return Outcome::Abandoned;
                 }
                 continue;
@@ -356,11 +379,12 @@ async fn handle(s: &Shared, record: &Record) -> Outcome {
     }
 }
 
-/// Sleeps unless work is being abandoned; false when it is.
-async fn pause(s: &Shared, d: Duration) -> bool {
+/// Sleeps unless work is being abandoned or the record recalled; false when it is.
+async fn pause(s: &Shared, d: Duration, recall: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => true,
         _ = s.abandon.cancelled() => false,
+        _ = recall.cancelled() => false,
     }
 }
 

@@ -36,6 +36,8 @@ pub struct Output {
     /// KiB of records sent through this port and not yet acknowledged, across the process.
     budget: Arc<Semaphore>,
     budget_kib: usize,
+    /// The topic's record size limit, in bytes.
+    record_limit: usize,
 }
 
 impl Output {
@@ -51,13 +53,31 @@ impl Output {
             topic: topic.into(),
             budget: Arc::new(Semaphore::new(kib)),
             budget_kib: kib,
+            record_limit: sluice_bus::DEFAULT_MAX_MESSAGE_BYTES as usize,
         }
     }
 
     /// The same port with a budget of `bytes` unacknowledged bytes (at least 1 KiB; a record
     /// bigger than the whole budget still goes, alone).
     pub fn with_budget(self, bytes: u64) -> Self {
-        Self::with_budget_kib(&self.port, &self.topic, (bytes / 1024) as usize)
+        let record_limit = self.record_limit;
+        Self {
+            record_limit,
+            ..Self::with_budget_kib(&self.port, &self.topic, (bytes / 1024) as usize)
+        }
+    }
+
+    /// The same port for a topic that takes records up to `bytes` (its `max_message_bytes`).
+    pub fn with_record_limit(mut self, bytes: usize) -> Self {
+        self.record_limit = bytes;
+        self
+    }
+
+    /// The largest record its topic takes (key, value and headers), in bytes: a stage that
+    /// can shorten a record (crawl cuts a page's body) does so to fit, rather than have it
+    /// refused.
+    pub fn record_limit(&self) -> usize {
+        self.record_limit
     }
 
     /// The port's name in pipeline.yaml.
@@ -127,6 +147,7 @@ impl Delivery {
             delivery: self.clone(),
             in_flight: FuturesUnordered::new(),
             acknowledged: 0,
+            recall: CancellationToken::new(),
         }
     }
 
@@ -144,15 +165,49 @@ impl Delivery {
     }
 }
 
+/// Says when the runtime wants a record back: its partition is being handed to another
+/// member, or the stage is draining. A processor that is only *waiting* (for a domain's turn,
+/// for a time) should then return [`StageError::Abandoned`]: the record is left uncommitted and
+/// replayed by the partition's next owner. Work in progress (a fetch, a write) should finish
+/// instead. Never fires for a source's records.
+#[derive(Clone, Debug)]
+pub struct Recall(CancellationToken);
+
+impl Recall {
+    /// Resolves once the record is recalled.
+    pub async fn recalled(&self) {
+        self.0.cancelled().await
+    }
+
+    /// Whether the record is recalled.
+    pub fn is_recalled(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
 /// Collects one unit of work's outputs and waits for their acknowledgements.
 pub struct Emitter {
     delivery: Delivery,
     in_flight: FuturesUnordered<BoxFuture<'static, Result<(), StageError>>>,
     /// Records acknowledged so far.
     acknowledged: usize,
+    /// Cancelled when the runtime wants the record back (see [`Emitter::recalled`]).
+    recall: CancellationToken,
 }
 
 impl Emitter {
+    /// The same emitter, recalled when `recall` is cancelled.
+    pub fn recalled_by(mut self, recall: CancellationToken) -> Self {
+        self.recall = recall;
+        self
+    }
+
+    /// When the runtime wants this record back: see [`Recall`]. (A handle of its own, since an
+    /// emitter may not be shared across an await.)
+    pub fn recall(&self) -> Recall {
+        Recall(self.recall.clone())
+    }
+
     /// Sends `value` to `to` (unkeyed: the producer spreads records over partitions).
     pub async fn send(&mut self, to: &Output, value: Vec<u8>) -> Result<(), StageError> {
         self.send_record(to, OutRecord::new(&*to.topic, value))

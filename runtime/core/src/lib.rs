@@ -6,6 +6,7 @@
 //! - [`registry`]: the kinds a binary knows.
 //! - [`runner`]: starts stages, the metrics server and readiness checks.
 //! - [`driver`]: consume → process → produce → commit, retries and dead letters.
+//! - [`deferral`]: the due-time header a stage defers records with, for a `delay` stage.
 //! - [`batch`]: consume → batch → write a file → publish → commit, for sinks.
 //! - [`connect`]: the bus pipeline.yaml names. The buses themselves live in `sluice-bus`: the
 //!   embedded one always, the Kafka one with this crate's `kafka` feature (which the `sluice`
@@ -19,6 +20,7 @@
 pub mod batch;
 pub mod connect;
 pub mod dead_letter;
+pub mod deferral;
 pub mod driver;
 pub mod emit;
 pub mod health;

@@ -196,10 +196,18 @@ impl StageContext {
 
     /// The output port `port`, if the stage binds it.
     pub fn optional_output(&self, port: &str) -> Option<Output> {
-        self.spec
-            .outputs
-            .get(port)
-            .map(|t| Output::new(port, &t.value))
+        self.spec.outputs.get(port).map(|t| {
+            let limit = self
+                .pipeline
+                .topics
+                .get(&t.value)
+                .and_then(|topic| topic.max_message_bytes);
+            let output = Output::new(port, &t.value);
+            match limit {
+                Some(bytes) => output.with_record_limit(bytes as usize),
+                None => output,
+            }
+        })
     }
 
     /// An emitter for a source's unit of work (one request): its sends are retried up to the

@@ -84,3 +84,31 @@ async fn a_server_that_is_down_is_unavailable_not_a_hang() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_start_at_the_first_delta_and_count_every_increment_once() {
+    let c = std::sync::Arc::new(client());
+    let k = key("counter");
+    let ttl = Duration::from_secs(60);
+    // Many clients racing on a counter that does not exist yet: one creates it, the others
+    // count on it, and no increment is lost.
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (c, k) = (c.clone(), k.clone());
+            tokio::spawn(async move { c.incr(&k, 1, ttl).await.unwrap() })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=200).collect::<Vec<u64>>(),
+        "each count returned once"
+    );
+    assert_eq!(c.incr(&k, 5, ttl).await.unwrap(), 205);
+    c.set(&k, b"not a number", ttl).await.unwrap();
+    assert!(c.incr(&k, 1, ttl).await.is_err());
+}

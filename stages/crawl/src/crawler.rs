@@ -21,10 +21,12 @@ use async_trait::async_trait;
 use rand::Rng;
 use sluice_bus::{now_ms, Record};
 use sluice_recrawl::Dedup;
+use sluice_runtime::deferral;
+use sluice_runtime::emit::Recall;
 use sluice_runtime::metrics::StageMetrics;
 use sluice_runtime::services::SlotError;
 use sluice_runtime::stage::{Emitter, Output, Processor, StageError};
-use sluice_topics::{Contract, CrawlUrl, FetchError, Page, Redirect, UrlIn};
+use sluice_topics::{Contract, CrawlUrl, FetchError, Page, Redirect, UrlIn, Validators};
 use sluice_web::domain::registrable_domain_of;
 use tokio::sync::OwnedSemaphorePermit;
 use url::Url;
@@ -50,6 +52,9 @@ pub struct Outputs {
     pub pages: Output,
     /// Discovered links (`url-in`), if wired.
     pub discovered: Option<Output>,
+    /// URLs whose domain is busy for a while, with their due time, if wired (a `delay` stage
+    /// passes them back to the input).
+    pub deferred: Option<Output>,
 }
 
 /// The crawl stage's processor.
@@ -154,11 +159,70 @@ impl Crawler {
         }
     }
 
+    /// The validators to revalidate `item` with next time: those of this response when it
+    /// answered the URL itself (no redirect) with 200 or 304, else none; a 304 without any
+    /// keeps the ones it was asked with.
+    fn validators_of(&self, item: &CrawlUrl, page: &Page) -> Option<Validators> {
+        if !page.redirects.is_empty() || !matches!(page.status, Some(200 | 304)) {
+            return None;
+        }
+        let header = |name: &str| page.headers.get(name).map(String::as_str);
+        let fresh = Validators::from_headers(header("etag"), header("last-modified"));
+        match page.status {
+            Some(304) => fresh.or_else(|| item.validators.clone()),
+            _ => fresh,
+        }
+    }
+
+    /// How long to defer `item` rather than wait for its domain here: `None` to go ahead.
+    /// A URL waits in the stage (holding a place of its window and its partition's commits)
+    /// only if its host's turn is near and its domain's local backlog is short; otherwise it
+    /// goes to the `deferred` topic and comes back when its turn should be near. So a few slow
+    /// domains with many URLs can never fill the stage while other domains wait.
+    fn defer_for(&self, item: &CrawlUrl) -> Option<Duration> {
+        self.outputs.deferred.as_ref()?;
+        let host = Url::parse(&item.url).ok()?.host_str()?.to_string();
+        let outlook = self.politeness.outlook(&item.domain, &host);
+        let max_wait = self.settings.max_domain_wait.0;
+        if outlook.waiting < self.settings.max_domain_backlog && outlook.wait <= max_wait {
+            return None;
+        }
+        // Back when its turn should be near; a busy domain is looked at again no sooner than
+        // `max_domain_wait`, so that a deferred URL does not cycle.
+        Some(outlook.wait.saturating_sub(max_wait / 2).max(max_wait))
+    }
+
+    /// Why `item` may not be fetched, if its domain has used up `max_pages_per_domain` in
+    /// this recrawl interval (this page counted). Best effort: with the cache down the URL is
+    /// fetched.
+    async fn budget_exhausted(&self, item: &CrawlUrl) -> Option<String> {
+        let max = self.settings.max_pages_per_domain;
+        if max == 0 {
+            return None;
+        }
+        match self.recrawl.count_page(&item.domain).await {
+            Ok(n) if n > max => {
+                self.metrics.event("over_domain_budget");
+                Some(format!(
+                    "{} had {max} pages fetched in this recrawl interval (max_pages_per_domain)",
+                    item.domain
+                ))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                self.metrics.event("domain_budget_unknown");
+                tracing::warn!(domain = %item.domain, error = %e, "could not count the domain's pages");
+                None
+            }
+        }
+    }
+
     /// Fetches `item`, retrying transient failures; returns the page and the request permit
     /// to hold until it is produced.
     async fn crawl(
         &self,
         item: &CrawlUrl,
+        recall: &Recall,
     ) -> Result<(Page, Option<OwnedSemaphorePermit>), StageError> {
         let started = Instant::now();
         let url = match Url::parse(&item.url) {
@@ -175,8 +239,10 @@ impl Crawler {
             }
         };
         let mut attempt = 1;
+        // The domain's page budget is charged once per URL, when a request is about to go.
+        let mut charged = false;
         loop {
-            let (outcome, held) = self.attempt(item, &url).await?;
+            let (outcome, held) = self.attempt(item, &url, recall, &mut charged).await?;
             let (mut page, wait) = match outcome {
                 Attempt::Done(page) => (page, None),
                 Attempt::Retry(page, after) if attempt < self.settings.fetch_attempts => {
@@ -195,7 +261,10 @@ impl Crawler {
                     drop(held);
                     self.metrics.event("retry");
                     tracing::debug!(url = %url, attempt, ?wait, "transient failure, retrying");
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = recall.recalled() => return Err(StageError::Abandoned),
+                    }
                     attempt += 1;
                 }
                 None => {
@@ -219,6 +288,8 @@ impl Crawler {
         &self,
         item: &CrawlUrl,
         url: &Url,
+        recall: &Recall,
+        charged: &mut bool,
     ) -> Result<(Attempt, Option<OwnedSemaphorePermit>), StageError> {
         let mut page = blank(item);
         let mut held: Option<OwnedSemaphorePermit> = None;
@@ -238,7 +309,11 @@ impl Crawler {
                 if let Some(old) = permit.take() {
                     old.release().await;
                 }
-                permit = Some(self.politeness.enter(&domain).await.map_err(slot_error)?);
+                // Waiting for the domain is only waiting: give the record back if recalled.
+                permit = Some(tokio::select! {
+                    entered = self.politeness.enter(&domain) => entered.map_err(slot_error)?,
+                    _ = recall.recalled() => return Err(StageError::Abandoned),
+                });
             }
             let permit_ref = permit.as_ref().expect("entered above");
             let host = current.host_str().unwrap_or("").to_string();
@@ -265,15 +340,32 @@ impl Crawler {
             } else {
                 None
             };
+            if !*charged {
+                *charged = true;
+                if let Some(why) = self.budget_exhausted(item).await {
+                    error(&mut page, "domain_budget_exhausted", why);
+                    break Attempt::Done(page);
+                }
+            }
             let delay = self.politeness.delay_for(crawl_delay);
-            let request = permit_ref.request(&host, delay).await;
+            let request = tokio::select! {
+                request = permit_ref.request(&host, delay) => request,
+                _ = recall.recalled() => return Err(StageError::Abandoned),
+            };
             page.fetched_at_ms = now_ms();
             let types = &self.settings.content_types;
+            // The last crawl's validators belong to the URL as asked, not to a redirect target.
+            let conditional = if page.redirects.is_empty() {
+                item.validators.as_ref()
+            } else {
+                None
+            };
             let fetched = fetch::get(
                 &self.client,
                 &current,
                 self.settings.max_body.0,
                 BodyPolicy::Types(types),
+                conditional,
             )
             .await;
             held = Some(request);
@@ -345,7 +437,8 @@ impl Crawler {
                 error(&mut page, "http_status", format!("HTTP {status}"));
                 break Attempt::Retry(page, retry_after);
             }
-            if !status.is_success() {
+            let not_modified = status == reqwest::StatusCode::NOT_MODIFIED && conditional.is_some();
+            if !status.is_success() && !not_modified {
                 error(&mut page, "http_status", format!("HTTP {status}"));
             }
             break Attempt::Done(page);
@@ -376,7 +469,7 @@ impl Crawler {
             if let Err(b) = self.guard.check_url(&url) {
                 return RobotsFile::Blocked(b.to_string());
             }
-            match fetch::get(&self.client, &url, ROBOTS_MAX_BYTES, BodyPolicy::Any).await {
+            match fetch::get(&self.client, &url, ROBOTS_MAX_BYTES, BodyPolicy::Any, None).await {
                 Err(f) if f.code == "blocked_address" => return RobotsFile::Blocked(f.message),
                 Err(f) => return RobotsFile::Unavailable(format!("robots.txt: {}", f.message)),
                 Ok(r) if r.status.is_redirection() => match r.location(&url) {
@@ -463,6 +556,37 @@ impl Crawler {
     }
 }
 
+/// Bytes a record needs beyond its key and value (Kafka's record and batch headers), kept free
+/// under a topic's limit.
+const RECORD_OVERHEAD: usize = 1024;
+
+/// The encoded page record, its body cut (and `truncated` set) until it fits a topic that takes
+/// records of `limit` bytes with a key of `key_len`: a page too large for its topic is stored
+/// shortened and flagged rather than refused. A record still too large with no body left goes
+/// as it is (and is refused, then dead-lettered with the broker's reason).
+fn encode_within(page: &mut Page, key_len: usize, limit: usize) -> (Vec<u8>, bool) {
+    let budget = limit.saturating_sub(key_len + RECORD_OVERHEAD);
+    let mut encoded = page.encode();
+    let mut cut = false;
+    while encoded.len() > budget {
+        let Some(body) = page.body.as_mut().filter(|b| !b.is_empty()) else {
+            break;
+        };
+        // Escaped in JSON, a body byte may take more than one: cut a little more than the
+        // excess, and look again.
+        let over = encoded.len() - budget;
+        let mut keep = body.len().saturating_sub(over + over / 8 + 64);
+        while !body.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        body.truncate(keep);
+        page.truncated = true;
+        cut = true;
+        encoded = page.encode();
+    }
+    (encoded, cut)
+}
+
 fn record_failure(page: &mut Page, failure: Failure) {
     error(page, failure.code, failure.message);
 }
@@ -473,17 +597,33 @@ impl Processor for Crawler {
         let item = CrawlUrl::decode(&record.value).map_err(|e| {
             StageError::invalid(e.code(), format!("undecodable crawl-url message: {e}"))
         })?;
-        let (mut page, held) = self.crawl(&item).await?;
+        if let Some(after) = self.defer_for(&item) {
+            let deferred = self
+                .outputs
+                .deferred
+                .as_ref()
+                .expect("checked by defer_for");
+            self.metrics.event("deferred");
+            let later = deferral::deferred(record, deferred.topic(), after.as_millis() as i64);
+            return out.send_record(deferred, later).await;
+        }
+        let (mut page, held) = self.crawl(&item, &out.recall()).await?;
         if page.status.is_some() {
+            let validators = self.validators_of(&item, &page);
             // Best effort: normalize-dedup's claim already carries a time, so a lost mark only
             // moves this URL's recrawl earlier by the time it waited in the queue.
-            if let Err(e) = self.recrawl.mark(&item.url, page.fetched_at_ms).await {
+            if let Err(e) = self
+                .recrawl
+                .mark(&item.url, page.fetched_at_ms, validators.as_ref())
+                .await
+            {
                 self.metrics.event("recrawl_mark_failed");
                 tracing::warn!(url = %item.url, error = %e, "could not record the fetch time");
             }
         }
         let links = self.discover(&item, &mut page);
         self.metrics.event(match &page.error {
+            None if page.status == Some(304) => "not_modified",
             None => "fetched",
             Some(e) => match e.code.as_str() {
                 "robots_disallowed" => "robots_disallowed",
@@ -492,7 +632,12 @@ impl Processor for Crawler {
             },
         });
         tracing::debug!(url = %item.url, status = ?page.status, error = ?page.error.as_ref().map(|e| &e.code), links = page.links_out, "crawled");
-        let encoded = page.encode();
+        let limit = self.outputs.pages.record_limit();
+        let (encoded, cut) = encode_within(&mut page, item.domain.len(), limit);
+        if cut {
+            self.metrics.event("cut_to_fit");
+            tracing::info!(url = %item.url, limit, "page body cut to fit the topic's max_message_bytes");
+        }
         drop(page);
         // Waits for room in the `max_pending` budget while still holding the request permit,
         // so bodies in memory stay bounded when the broker is slow.
@@ -508,5 +653,53 @@ impl Processor for Crawler {
         // Remembered only now that they are delivered: a retry must not skip any.
         self.seen.insert(links.iter().map(|l| l.url.as_str()));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page_with_body(body: String) -> Page {
+        let mut page = blank(&CrawlUrl {
+            url: "http://a.test/".into(),
+            domain: "a.test".into(),
+            depth: 0,
+            source: None,
+            queued_at_ms: 0,
+            validators: None,
+        });
+        page.body = Some(body);
+        page
+    }
+
+    #[test]
+    fn a_page_too_large_for_its_topic_is_cut_to_fit_and_flagged() {
+        // Quotes, control characters and multi-byte text: JSON makes them longer.
+        let original: String = "ab\"\u{1}é日本\\\n".repeat(20_000);
+        let mut page = page_with_body(original.clone());
+        let limit = 64 << 10;
+        let (encoded, cut) = encode_within(&mut page, 6, limit);
+        assert!(cut && page.truncated);
+        assert!(
+            encoded.len() + 6 + RECORD_OVERHEAD <= limit,
+            "{}",
+            encoded.len()
+        );
+        let body = page.body.as_deref().unwrap();
+        assert!(
+            original.starts_with(body) && body.len() > 4096,
+            "{}",
+            body.len()
+        );
+        assert_eq!(Page::decode(&encoded).unwrap().body.as_deref(), Some(body));
+    }
+
+    #[test]
+    fn a_page_that_fits_is_left_alone() {
+        let mut page = page_with_body("small".into());
+        let (encoded, cut) = encode_within(&mut page, 6, 64 << 10);
+        assert!(!cut && !page.truncated);
+        assert_eq!(encoded, page.encode());
     }
 }

@@ -10,6 +10,8 @@ use reqwest::header::{HeaderMap, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::StatusCode;
 use url::Url;
 
+use sluice_topics::Validators;
+
 use crate::client::Blocked;
 
 /// A response as far as the crawler cares.
@@ -160,22 +162,28 @@ impl std::fmt::Display for ErrorChain<'_> {
     }
 }
 
-/// GETs `url`, reading at most `max_body` bytes of a wanted body.
+/// GETs `url`, reading at most `max_body` bytes of a wanted body; with `validators`, a
+/// conditional GET (If-None-Match, If-Modified-Since), which a server may answer with 304.
 pub async fn get(
     client: &reqwest::Client,
     url: &Url,
     max_body: u64,
     policy: BodyPolicy<'_>,
+    validators: Option<&Validators>,
 ) -> Result<Response, Failure> {
-    let mut resp = client
-        .get(url.clone())
-        .header(
-            reqwest::header::ACCEPT,
-            "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5",
-        )
-        .send()
-        .await
-        .map_err(|e| classify(&e))?;
+    let mut request = client.get(url.clone()).header(
+        reqwest::header::ACCEPT,
+        "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5",
+    );
+    if let Some(v) = validators {
+        if let Some(etag) = &v.etag {
+            request = request.header(reqwest::header::IF_NONE_MATCH, etag.as_str());
+        }
+        if let Some(date) = &v.last_modified {
+            request = request.header(reqwest::header::IF_MODIFIED_SINCE, date.as_str());
+        }
+    }
+    let mut resp = request.send().await.map_err(|e| classify(&e))?;
     let status = resp.status();
     let headers = resp.headers().clone();
     let declared = headers

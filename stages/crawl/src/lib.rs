@@ -62,6 +62,7 @@ impl StageKind for Kind {
         .input(CrawlUrl::TYPE)
         .output("output", Page::TYPE)
         .optional_output("discovered", UrlIn::TYPE)
+        .optional_output("deferred", CrawlUrl::TYPE)
     }
 
     async fn build(&self, settings: Settings, ctx: StageContext) -> anyhow::Result<StageImpl> {
@@ -70,6 +71,7 @@ impl StageKind for Kind {
             // bounded whatever the broker's pace.
             pages: ctx.output("output")?.with_budget(settings.max_pending.0),
             discovered: ctx.optional_output("discovered"),
+            deferred: ctx.optional_output("deferred"),
         };
         let guard = AddressGuard::new(&settings);
         let client = client::http_client(&settings, guard.clone())?;

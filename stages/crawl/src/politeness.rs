@@ -10,6 +10,10 @@
 //!
 //! The request permit comes last so that a domain waiting for its turn holds no permit: one
 //! slow or rate-limited domain can never starve the others of fetch capacity.
+//!
+//! Before gate 1, [`Politeness::outlook`] tells the crawler how many tasks already wait for a
+//! domain and how long a new one would wait: the frontier (`crawler.rs`) defers a URL whose
+//! wait is too long instead of parking it, so that waiting URLs never fill the stage.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,7 +33,23 @@ pub struct Politeness {
     max_crawl_delay: Duration,
     requests: Arc<Semaphore>,
     queues: Mutex<HashMap<String, Queue>>,
-    hosts: Mutex<HashMap<String, Instant>>,
+    hosts: Mutex<HashMap<String, Turns>>,
+}
+
+/// A host's schedule: its next free turn and the delay between turns last applied.
+#[derive(Clone, Copy)]
+struct Turns {
+    next: Instant,
+    delay: Duration,
+}
+
+/// What a new task for a domain would meet: see [`Politeness::outlook`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlook {
+    /// Tasks of this process working on or waiting for the domain.
+    pub waiting: usize,
+    /// Roughly how long a new request to the host would wait for its turn.
+    pub wait: Duration,
 }
 
 struct Queue {
@@ -104,6 +124,25 @@ impl Politeness {
         }
     }
 
+    /// How many tasks wait for `domain` and roughly how long a new request to `host` would
+    /// wait: its next turn, then one turn for each task ahead of it in this process.
+    pub fn outlook(&self, domain: &str, host: &str) -> Outlook {
+        let waiting = self
+            .queues
+            .lock()
+            .expect("queues lock")
+            .get(domain)
+            .map_or(0, |q| q.users);
+        let wait = match self.hosts.lock().expect("hosts lock").get(host) {
+            Some(t) => {
+                let ahead = u32::try_from(waiting).unwrap_or(u32::MAX);
+                t.next.saturating_duration_since(Instant::now()) + t.delay * ahead
+            }
+            None => Duration::ZERO,
+        };
+        Outlook { waiting, wait }
+    }
+
     /// The delay between requests to a host whose robots.txt says `crawl_delay`.
     pub fn delay_for(&self, crawl_delay: Option<Duration>) -> Duration {
         crawl_delay
@@ -118,11 +157,14 @@ impl Politeness {
             let mut hosts = self.hosts.lock().expect("hosts lock");
             let now = Instant::now();
             if hosts.len() >= HOSTS_SWEEP_AT {
-                hosts.retain(|_, next| *next > now);
+                hosts.retain(|_, t| t.next > now);
             }
-            let next = hosts.entry(host.to_string()).or_insert(now);
-            let start = (*next).max(now);
-            *next = start + delay;
+            let turns = hosts
+                .entry(host.to_string())
+                .or_insert(Turns { next: now, delay });
+            let start = turns.next.max(now);
+            turns.next = start + delay;
+            turns.delay = delay;
             start
         };
         tokio::time::sleep_until(start).await;

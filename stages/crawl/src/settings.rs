@@ -37,6 +37,12 @@ pub struct Settings {
     pub per_domain_concurrency: u32,
     /// Minimum time between two requests to the same host.
     pub min_delay: HumanDuration,
+    /// With a `deferred` topic: a URL whose host would make it wait longer than this is
+    /// deferred there (and comes back when its turn is near) instead of waiting in the stage.
+    pub max_domain_wait: HumanDuration,
+    /// With a `deferred` topic: URLs of one domain waiting in this process at most; more are
+    /// deferred.
+    pub max_domain_backlog: usize,
     /// Longest Crawl-delay from robots.txt that is honoured (a larger one is capped here).
     pub max_crawl_delay: HumanDuration,
     /// How long a crashed replica's domain slots stay taken.
@@ -60,6 +66,10 @@ pub struct Settings {
     pub respect_nofollow: bool,
     /// Links taken from one page at most (a hostile page may hold millions).
     pub max_links_per_page: usize,
+    /// Pages fetched per registrable domain per recrawl interval, across replicas (counted in
+    /// memcached); beyond it a URL's page record says `domain_budget_exhausted`. Bounds what a
+    /// crawler trap or a URL explosion can cost. 0: no limit.
+    pub max_pages_per_domain: u64,
     /// Links remembered per process so a link emitted within `recrawl_after` is not sent to
     /// url-in again (about 20 bytes each; 0 sends every link of every page).
     pub link_cache: usize,
@@ -108,6 +118,8 @@ impl Default for Settings {
             max_pending: ByteSize(2 << 20),
             per_domain_concurrency: 2,
             min_delay: secs(1),
+            max_domain_wait: secs(10),
+            max_domain_backlog: 32,
             max_crawl_delay: secs(30),
             slot_lease_ttl: secs(10),
             robots: true,
@@ -119,6 +131,7 @@ impl Default for Settings {
             hosts: Vec::new(),
             respect_nofollow: true,
             max_links_per_page: 5000,
+            max_pages_per_domain: 100_000,
             link_cache: 200_000,
             key_prefix: None,
             recrawl_after: None,
@@ -138,6 +151,12 @@ impl Settings {
         }
         if self.fetch_concurrency == 0 {
             return fail("fetch_concurrency", "fetch_concurrency must be at least 1");
+        }
+        if self.max_domain_backlog == 0 {
+            return fail(
+                "max_domain_backlog",
+                "max_domain_backlog must be at least 1",
+            );
         }
         if self.fetch_attempts == 0 {
             return fail("fetch_attempts", "fetch_attempts must be at least 1");

@@ -53,15 +53,19 @@ impl Processor for NormalizeDedup {
         let domain = registrable_domain_of(&url)
             .ok_or_else(|| StageError::invalid("no_host", format!("no host: {url}")))?;
         let url = url.to_string();
+        let mut validators = None;
         if let Some(dedup) = &self.dedup {
-            if dedup
+            match dedup
                 .claim(&url, &claim_id(record))
                 .await
                 .map_err(cache_error)?
-                == Claim::Duplicate
             {
-                self.metrics.event("duplicate");
-                return Ok(());
+                Claim::Duplicate => {
+                    self.metrics.event("duplicate");
+                    return Ok(());
+                }
+                Claim::Pass => {}
+                Claim::Revalidate(v) => validators = Some(v),
             }
         }
         self.metrics.event("passed");
@@ -71,6 +75,7 @@ impl Processor for NormalizeDedup {
             depth: input.depth,
             source: input.source,
             queued_at_ms: now_ms(),
+            validators,
         };
         out.send_keyed(&self.output, next.domain.as_bytes(), next.encode())
             .await

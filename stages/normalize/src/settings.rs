@@ -21,6 +21,9 @@ pub struct Settings {
     pub sort_query: bool,
     /// Accepted schemes (default http, https).
     pub schemes: Vec<String>,
+    /// Drop session ids (`;jsessionid=`, `PHPSESSID`, `sid`, …) so that a site handing out a
+    /// new one per visit is not an endless supply of new URLs (default true).
+    pub strip_session_ids: bool,
 }
 
 impl Default for Settings {
@@ -35,6 +38,7 @@ impl Default for Settings {
             strip_params: n.strip_params,
             sort_query: n.sort_query,
             schemes: n.schemes,
+            strip_session_ids: n.strip_session_ids,
         }
     }
 }
@@ -47,6 +51,7 @@ impl Settings {
             strip_params: self.strip_params.clone(),
             sort_query: self.sort_query,
             schemes: self.schemes.clone(),
+            strip_session_ids: self.strip_session_ids,
         }
     }
 }

@@ -49,6 +49,9 @@ pub trait Cache: Send + Sync + 'static {
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError>;
     /// Deletes; false when absent.
     async fn delete(&self, key: &str) -> Result<bool, CacheError>;
+    /// Adds `delta` to the counter at `key` and returns the new count; a missing counter
+    /// starts at 0 and lives for `ttl` (an existing one keeps its expiry).
+    async fn incr(&self, key: &str, delta: u64, ttl: Duration) -> Result<u64, CacheError>;
     /// Checks the server answers.
     async fn ping(&self) -> Result<(), CacheError>;
 }
@@ -179,6 +182,30 @@ impl Cache for MemoryCache {
         let existed = Self::live(&mut map, key).is_some();
         map.remove(key);
         Ok(existed)
+    }
+
+    async fn incr(&self, key: &str, delta: u64, ttl: Duration) -> Result<u64, CacheError> {
+        let token = self.token();
+        let mut map = self.entries.lock().expect("cache poisoned");
+        if let Some(e) = Self::live(&mut map, key) {
+            let count = std::str::from_utf8(&e.value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| CacheError::Rejected(format!("`{key}` does not hold a number")))?
+                .wrapping_add(delta);
+            e.value = count.to_string().into_bytes();
+            e.cas = token;
+            return Ok(count);
+        }
+        map.insert(
+            key.to_string(),
+            Entry {
+                value: delta.to_string().into_bytes(),
+                cas: token,
+                expires: Self::expiry(ttl),
+            },
+        );
+        Ok(delta)
     }
 
     async fn ping(&self) -> Result<(), CacheError> {

@@ -38,6 +38,8 @@ enum Expect {
     Delete,
     /// `VERSION ...`.
     Version,
+    /// A number, or `NOT_FOUND`.
+    Counter,
 }
 
 #[derive(Debug)]
@@ -46,6 +48,7 @@ enum Reply {
     Value(Option<CacheItem>),
     Deleted(bool),
     Version,
+    Counter(Option<u64>),
 }
 
 struct Request {
@@ -167,6 +170,14 @@ async fn read_reply<R: AsyncBufReadExt + Unpin>(
             b"DELETED" => Ok(Reply::Deleted(true)),
             b"NOT_FOUND" => Ok(Reply::Deleted(false)),
             other => Err(unexpected(other)),
+        },
+        Expect::Counter => match line.as_slice() {
+            b"NOT_FOUND" => Ok(Reply::Counter(None)),
+            digits => std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| d.parse().ok())
+                .map(|n| Reply::Counter(Some(n)))
+                .ok_or_else(|| unexpected(digits)),
         },
         Expect::Version if line.starts_with(b"VERSION ") => Ok(Reply::Version),
         Expect::Version => Err(unexpected(line)),
@@ -356,6 +367,30 @@ impl Cache for MemcachedCache {
             Reply::Deleted(d) => Ok(d),
             other => Err(unavailable(format!("unexpected reply {other:?}"))),
         }
+    }
+
+    async fn incr(&self, key: &str, delta: u64, ttl: Duration) -> Result<u64, CacheError> {
+        check_key(key)?;
+        // `incr` neither creates a counter nor sets its expiry: create it with `add`, and if
+        // another client created it first, count on theirs.
+        for _ in 0..3 {
+            let request = format!("incr {key} {delta}\r\n").into_bytes();
+            match self
+                .call(self.server(key), request, Expect::Counter)
+                .await?
+            {
+                Reply::Counter(Some(n)) => return Ok(n),
+                Reply::Counter(None) => {}
+                other => return Err(unavailable(format!("unexpected reply {other:?}"))),
+            }
+            if self
+                .store("add", key, delta.to_string().as_bytes(), ttl, None)
+                .await?
+            {
+                return Ok(delta);
+            }
+        }
+        Err(unavailable(format!("counter `{key}` kept vanishing")))
     }
 
     async fn ping(&self) -> Result<(), CacheError> {

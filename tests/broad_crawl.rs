@@ -1,0 +1,226 @@
+//! A broad crawl on the fixture web server, every stage in one process on the embedded bus:
+//! a hundred polite, quick registrable domains crawled at once beside the hosts that make a
+//! crawler's life hard — a slow one (Crawl-delay, many links), five that redirect every URL to
+//! another host, a black hole (accepts and never answers), a refused port, a robots.txt that
+//! answers 503, a crawler trap (an endless calendar) and a 20 MiB page.
+//!
+//! Checked at the server: every quick domain complete, each page asked once, never more than
+//! `per_domain_concurrency` requests at once per domain, the slow domain's Crawl-delay held;
+//! and none of the hard hosts stops the crawl or holds up the quick domains, which finish long
+//! before the slow one.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::web::{black_hole, FixtureWeb};
+use sluice_bus::OutRecord;
+use sluice_runtime::registry::Registry;
+use sluice_topics::{Contract, Page};
+
+const QUICK: usize = 100;
+
+fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(sluice_stage_normalize::Kind);
+    r.register(sluice_stage_crawl::Kind);
+    r.register(sluice_stage_delay::Kind);
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_domains_finish_at_their_pace_whatever_the_hostile_ones_do() {
+    let web = FixtureWeb::start().await;
+    let hole = black_hole().await;
+    let refused = common::free_port();
+    let quick: Vec<String> = (0..QUICK).map(|d| format!("www.grid{d}.test")).collect();
+    let mut hosts = quick.clone();
+    hosts.extend(["slow.test", "robots503.test", "calendar.test", "huge.test"].map(String::from));
+    hosts.extend((0..5).flat_map(|n| [format!("hop{n}.test"), format!("www.hop{n}.test")]));
+    let yaml = format!(
+        r#"
+name: broad
+broker: memory
+topics:
+  url-in: {{ partitions: 4 }}
+  urls: {{ partitions: 4 }}
+  deferred: {{ partitions: 2 }}
+  pages: {{ partitions: 4 }}
+  dead-letter: {{ partitions: 1 }}
+dead_letter: dead-letter
+stages:
+  normalize:
+    kind: normalize-dedup
+    input: url-in
+    output: urls
+  crawl:
+    kind: crawl
+    input: urls
+    output: pages
+    discovered: url-in
+    deferred: deferred
+    feedback: [url-in]
+    allow_private_addresses: true
+    per_domain_concurrency: 2
+    min_delay: 50ms
+    max_domain_wait: 2s
+    timeout: 1500ms
+    connect_timeout: 1s
+    fetch_attempts: 2
+    fetch_backoff: 100ms
+    max_body: 256KiB
+    max_depth: 3
+    resolve:
+{resolve}      blackhole.test: "{hole}"
+      refused.test: "127.0.0.1:{refused}"
+  delay:
+    kind: delay
+    input: deferred
+    output: urls
+    feedback: [urls]
+"#,
+        resolve = web.resolve_yaml(&hosts, 6),
+    );
+    let (p, _) =
+        sluice_config::load_str_validated(&yaml, "broad.yaml", &[], &|_| None, &registry())
+            .unwrap_or_else(|d| panic!("{d}"));
+    let running = common::start_embedded(p, &registry(), None).await;
+    let started = Instant::now();
+    let mut seeds: Vec<String> = quick
+        .iter()
+        .map(|h| format!("http://{h}/p0.html"))
+        .collect();
+    seeds.extend(
+        [
+            "http://slow.test/s0.html",
+            "http://robots503.test/p0.html",
+            "http://calendar.test/cal/0",
+            "http://huge.test/",
+            "http://blackhole.test/",
+            "http://refused.test/",
+        ]
+        .map(String::from),
+    );
+    seeds.extend((0..5).map(|n| format!("http://hop{n}.test/p0.html")));
+    let producer = running.bus.producer().unwrap();
+    for s in &seeds {
+        producer
+            .send(OutRecord::new("url-in", s.as_str()))
+            .await
+            .unwrap();
+    }
+    let mut idle_for = 0;
+    for _ in 0..1200 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if running.is_idle().await.unwrap() {
+            idle_for += 1;
+            if idle_for >= 20 {
+                break;
+            }
+        } else {
+            idle_for = 0;
+        }
+    }
+    assert!(
+        idle_for >= 20,
+        "the crawl did not finish within two minutes"
+    );
+    let records = common::read_all(&running.bus, "pages", Duration::from_secs(5)).await;
+    running.shutdown.cancel();
+    running.wait().await.unwrap();
+    let mut pages: HashMap<String, Page> = HashMap::new();
+    for r in &records {
+        let page = Page::decode(&r.value).unwrap();
+        assert!(
+            pages.insert(page.url.clone(), page).is_none(),
+            "a URL was crawled twice"
+        );
+    }
+    let code = |url: &str| {
+        pages
+            .get(url)
+            .unwrap_or_else(|| panic!("no record for {url}"))
+            .error
+            .as_ref()
+            .map(|e| e.code.clone())
+    };
+
+    // Every quick domain complete: the ten pages within depth 3 of p0.
+    for h in &quick {
+        for i in 0..10 {
+            let url = format!("http://{h}/p{i}.html");
+            assert_eq!(pages.get(&url).and_then(|p| p.status), Some(200), "{url}");
+        }
+    }
+    // The hard hosts end in records saying what went wrong, not in a stalled crawl.
+    assert_eq!(
+        code("http://blackhole.test/").as_deref(),
+        Some("robots_unavailable")
+    );
+    assert_eq!(
+        code("http://refused.test/").as_deref(),
+        Some("robots_unavailable")
+    );
+    assert_eq!(
+        code("http://robots503.test/p0.html").as_deref(),
+        Some("robots_unavailable")
+    );
+    let huge = &pages["http://huge.test/"];
+    assert!(
+        huge.truncated && huge.body_bytes <= 256 << 10,
+        "{}",
+        huge.body_bytes
+    );
+    for n in 0..5 {
+        assert_eq!(
+            pages[&format!("http://hop{n}.test/p0.html")].status,
+            Some(200)
+        );
+    }
+    let calendar = pages.keys().filter(|u| u.contains("calendar.test")).count();
+    assert!(
+        calendar <= 8,
+        "the trap is bounded by max_depth: {calendar} pages"
+    );
+
+    // At the server: each page asked once, politeness held, the quick domains not held up.
+    let hits = web.hits();
+    let mut asked: HashMap<(String, String), usize> = HashMap::new();
+    for h in &hits {
+        *asked.entry((h.host.clone(), h.path.clone())).or_default() += 1;
+    }
+    for ((host, path), n) in &asked {
+        if host.contains(".grid") {
+            assert_eq!(*n, 1, "{host}{path} asked {n} times");
+        }
+    }
+    for (domain, peak) in web.peaks() {
+        assert!(peak <= 2, "{domain}: {peak} requests at once");
+    }
+    let last = |f: &dyn Fn(&str) -> bool| {
+        hits.iter()
+            .filter(|h| f(&h.host))
+            .map(|h| h.at.duration_since(started))
+            .max()
+            .unwrap()
+    };
+    let quick_done = last(&|h| h.contains(".grid"));
+    let slow_done = last(&|h| h == "slow.test");
+    assert!(
+        quick_done + Duration::from_secs(5) < slow_done,
+        "quick domains done after {quick_done:?}, slow.test after {slow_done:?}"
+    );
+    let mut slow: Vec<Instant> = hits
+        .iter()
+        .filter(|h| h.host == "slow.test" && h.path != "/robots.txt")
+        .map(|h| h.at)
+        .collect();
+    slow.sort();
+    for pair in slow.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(950),
+            "Crawl-delay broken"
+        );
+    }
+}
