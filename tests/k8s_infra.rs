@@ -221,7 +221,8 @@ fn kafka_topics_are_the_topics_of_pipeline_yaml() {
             .iter()
             .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "sluice")
             .count(),
-        6
+        7,
+        "one per stage of pipeline.yaml"
     );
 }
 

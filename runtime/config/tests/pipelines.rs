@@ -274,7 +274,7 @@ fn load_from_file_names_the_file() {
     assert_eq!(
         e.to_string(),
         format!(
-            "{}:3:7: error: unknown field `partitons`, expected one of `partitions`, `replication`, `type`",
+            "{}:3:7: error: unknown field `partitons`, expected one of `partitions`, `replication`, `type`, `max_message_bytes`",
             path.display()
         )
     );

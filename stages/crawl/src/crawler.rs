@@ -572,10 +572,10 @@ fn encode_within(page: &mut Page, key_len: usize, limit: usize) -> (Vec<u8>, boo
         let Some(body) = page.body.as_mut().filter(|b| !b.is_empty()) else {
             break;
         };
-        // Escaped in JSON, a body byte may take more than one: cut a little more than the
-        // excess, and look again.
-        let over = encoded.len() - budget;
-        let mut keep = body.len().saturating_sub(over + over / 8 + 64);
+        // Escaped in JSON a body byte may take more than one: keep the share of the body
+        // that fits if the escaping is even, a little less, and look again.
+        let share = budget as f64 / encoded.len() as f64;
+        let mut keep = ((body.len() as f64 * share * 0.98) as usize).min(body.len() - 1);
         while !body.is_char_boundary(keep) {
             keep -= 1;
         }
