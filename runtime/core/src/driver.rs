@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use sluice_bus::{Bus, Consumer, ConsumerEvent, Producer, Record, TopicPartition};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 use tokio::time::Instant as Clock;
 use tokio_util::sync::CancellationToken;
 
@@ -83,6 +84,8 @@ enum Outcome {
 }
 
 struct Finished {
+    /// The task's key in the driver's abort handles.
+    task: u64,
     tp: TopicPartition,
     offset: i64,
     outcome: Outcome,
@@ -131,7 +134,11 @@ impl Driver {
             health,
             abandon,
         });
-        let mut tasks: JoinSet<Finished> = JoinSet::new();
+        // Record tasks report through a channel and are kept by abort handle only, so that
+        // neither spawning nor finishing takes a lock shared by every task (a JoinSet does).
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+        let mut tasks: HashMap<u64, AbortHandle> = HashMap::new();
+        let mut next_task: u64 = 0;
         let mut tracker = OffsetTracker::new();
         let mut revoked_pending: Vec<(HashSet<TopicPartition>, sluice_bus::RevokeAck)> = Vec::new();
         let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
@@ -161,8 +168,8 @@ impl Driver {
             let stop_at = abandoned_at.map_or(far, |t| t + ABANDON_GRACE);
             tokio::select! {
                 biased;
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    let Ok(f) = joined else { continue }; // only aborted tasks fail to join
+                Some(f) = done_rx.recv() => {
+                    tasks.remove(&f.task);
                     if matches!(f.outcome, Outcome::Done) {
                         tracker.finish(&f.tp, f.offset);
                     } else {
@@ -211,10 +218,13 @@ impl Driver {
                             .entry(tp.clone())
                             .or_insert_with(|| draining.child_token())
                             .clone();
-                        tasks.spawn(async move {
+                        let (done_tx, task) = (done_tx.clone(), next_task);
+                        next_task += 1;
+                        let handle = tokio::spawn(async move {
                             let outcome = handle_guarded(&shared, &r, &recall).await;
-                            Finished { tp, offset: r.offset, outcome }
+                            let _ = done_tx.send(Finished { task, tp, offset: r.offset, outcome });
                         });
+                        tasks.insert(task, handle.abort_handle());
                     }
                     Ok(ConsumerEvent::Assigned(tps)) => {
                         for tp in tps {
@@ -239,7 +249,9 @@ impl Driver {
             }
         }
         // Whatever still runs was given up: its offsets stay uncommitted.
-        tasks.abort_all();
+        for (_, task) in tasks.drain() {
+            task.abort();
+        }
         commit(&*consumer, &mut tracker, true).await;
         consumer.close().await.ok();
         tracing::info!(stage = %stage, "stopped");

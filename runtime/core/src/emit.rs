@@ -100,9 +100,13 @@ impl Output {
     }
 }
 
-/// How a stage's records reach the broker; one per stage, shared by its emitters.
+/// How a stage's records reach the broker; one per stage, shared by its emitters. Cloned per
+/// record, so its parts sit behind one `Arc`.
 #[derive(Clone)]
-pub struct Delivery {
+pub struct Delivery(Arc<DeliveryParts>);
+
+#[derive(Clone)]
+struct DeliveryParts {
     producer: Arc<dyn Producer>,
     metrics: StageMetrics,
     backoff: Backoff,
@@ -120,25 +124,26 @@ impl Delivery {
         backoff: Backoff,
         abandon: CancellationToken,
     ) -> Self {
-        Self {
+        Self(Arc::new(DeliveryParts {
             producer,
             metrics,
             backoff,
             rounds: None,
             abandon,
-        }
+        }))
     }
 
     /// The same deliveries, giving up after `backoff.attempts` rounds: for sources, whose
     /// caller (an HTTP client) is waiting and can resubmit.
     pub fn bounded(mut self) -> Self {
-        self.rounds = Some(self.backoff.attempts.max(1));
+        let parts = Arc::make_mut(&mut self.0);
+        parts.rounds = Some(parts.backoff.attempts.max(1));
         self
     }
 
     /// Cancelled when in-flight deliveries should give up.
     pub fn abandon_token(&self) -> &CancellationToken {
-        &self.abandon
+        &self.0.abandon
     }
 
     /// A new emitter.
@@ -154,12 +159,12 @@ impl Delivery {
     /// Sends `records` until each is acknowledged (see [`produce_all`]).
     pub async fn produce(&self, records: &[OutRecord]) -> Result<(), StageError> {
         produce_all(
-            &*self.producer,
+            &*self.0.producer,
             records,
-            &self.metrics,
-            &self.backoff,
-            self.rounds,
-            &self.abandon,
+            &self.0.metrics,
+            &self.0.backoff,
+            self.0.rounds,
+            &self.0.abandon,
         )
         .await
     }
@@ -236,7 +241,7 @@ impl Emitter {
         }
         let kib = to.kib_of(record.value.len());
         let budget = to.budget.clone();
-        let abandon = self.delivery.abandon.clone();
+        let abandon = self.delivery.0.abandon.clone();
         // Wait for budget while driving this emitter's own earlier sends: with a lazy
         // producer future they make no progress unless polled, and they may be what holds it.
         let permit = match budget.clone().try_acquire_many_owned(kib) {
@@ -303,17 +308,13 @@ pub async fn produce_all(
     let mut pending: Vec<&OutRecord> = records.iter().collect();
     let mut round: u32 = 0;
     while !pending.is_empty() {
-        let sends = async {
-            if let [one] = pending[..] {
-                vec![producer.send(one.clone()).await]
-            } else {
-                futures::future::join_all(pending.iter().map(|o| producer.send((*o).clone()))).await
-            }
-        };
-        // A send can wait long (a full local queue, a slow broker): give up on abandon.
-        let results = tokio::select! {
-            results = sends => results,
-            _ = abandon.cancelled() => return Err(StageError::Abandoned),
+        // Not raced against `abandon`: that would add a waiter on a token every record shares
+        // (a lock per send). A send stuck past shutdown (a full local queue) is stopped with
+        // its task, `ABANDON_GRACE` after the drain timeout (see the driver).
+        let results = if let [one] = pending[..] {
+            vec![producer.send(one.clone()).await]
+        } else {
+            futures::future::join_all(pending.iter().map(|o| producer.send((*o).clone()))).await
         };
         let mut failed = Vec::new();
         let mut last_error = None;

@@ -9,8 +9,10 @@
 //! Files, in the order a URL meets them:
 //! - `settings.rs` — the pipeline.yaml fields and their defaults;
 //! - `clock.rs` — the recrawl clock it shares with the normalize-dedup stage feeding it;
-//! - `crawler.rs` — the processor: retries, redirects, the page record;
-//! - `politeness.rs` — domain queues, etcd slots, host turns, request permits;
+//! - `crawler.rs` — the processor: the frontier (go ahead, or defer a URL of a busy domain),
+//!   the page budget, retries, redirects, conditional recrawls, the page record;
+//! - `politeness.rs` — domain queues, etcd slots, host turns, request permits, and the
+//!   outlook of a domain the frontier decides by;
 //! - `robots.rs` — the robots.txt cache;
 //! - `client.rs` — the HTTP client and the SSRF guard in its resolver;
 //! - `fetch.rs` — one GET with a body cap;
