@@ -14,20 +14,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use common::crawl::{crawl_until_idle, frontier_pipeline};
 use common::web::{black_hole, FixtureWeb};
-use sluice_bus::OutRecord;
-use sluice_runtime::registry::Registry;
-use sluice_topics::{Contract, Page};
 
 const QUICK: usize = 100;
-
-fn registry() -> Registry {
-    let mut r = Registry::new();
-    r.register(sluice_stage_normalize::Kind);
-    r.register(sluice_stage_crawl::Kind);
-    r.register(sluice_stage_delay::Kind);
-    r
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_domains_finish_at_their_pace_whatever_the_hostile_ones_do() {
@@ -38,31 +28,7 @@ async fn quick_domains_finish_at_their_pace_whatever_the_hostile_ones_do() {
     let mut hosts = quick.clone();
     hosts.extend(["slow.test", "robots503.test", "calendar.test", "huge.test"].map(String::from));
     hosts.extend((0..5).flat_map(|n| [format!("hop{n}.test"), format!("www.hop{n}.test")]));
-    let yaml = format!(
-        r#"
-name: broad
-broker: memory
-topics:
-  url-in: {{ partitions: 4 }}
-  urls: {{ partitions: 4 }}
-  deferred: {{ partitions: 2 }}
-  pages: {{ partitions: 4 }}
-  dead-letter: {{ partitions: 1 }}
-dead_letter: dead-letter
-stages:
-  normalize:
-    kind: normalize-dedup
-    input: url-in
-    output: urls
-  crawl:
-    kind: crawl
-    input: urls
-    output: pages
-    discovered: url-in
-    deferred: deferred
-    feedback: [url-in]
-    allow_private_addresses: true
-    per_domain_concurrency: 2
+    let crawl_settings = "    per_domain_concurrency: 2
     min_delay: 50ms
     max_domain_wait: 2s
     timeout: 1500ms
@@ -71,21 +37,12 @@ stages:
     fetch_backoff: 100ms
     max_body: 256KiB
     max_depth: 3
-    resolve:
-{resolve}      blackhole.test: "{hole}"
-      refused.test: "127.0.0.1:{refused}"
-  delay:
-    kind: delay
-    input: deferred
-    output: urls
-    feedback: [urls]
-"#,
-        resolve = web.resolve_yaml(&hosts, 6),
+";
+    let resolve = format!(
+        "{}      blackhole.test: \"{hole}\"\n      refused.test: \"127.0.0.1:{refused}\"\n",
+        web.resolve_yaml(&hosts, 6)
     );
-    let (p, _) =
-        sluice_config::load_str_validated(&yaml, "broad.yaml", &[], &|_| None, &registry())
-            .unwrap_or_else(|d| panic!("{d}"));
-    let running = common::start_embedded(p, &registry(), None).await;
+    let yaml = frontier_pipeline("broad", crawl_settings, &resolve);
     let started = Instant::now();
     let mut seeds: Vec<String> = quick
         .iter()
@@ -103,40 +60,8 @@ stages:
         .map(String::from),
     );
     seeds.extend((0..5).map(|n| format!("http://hop{n}.test/p0.html")));
-    let producer = running.bus.producer().unwrap();
-    for s in &seeds {
-        producer
-            .send(OutRecord::new("url-in", s.as_str()))
-            .await
-            .unwrap();
-    }
-    let mut idle_for = 0;
-    for _ in 0..1200 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if running.is_idle().await.unwrap() {
-            idle_for += 1;
-            if idle_for >= 20 {
-                break;
-            }
-        } else {
-            idle_for = 0;
-        }
-    }
-    assert!(
-        idle_for >= 20,
-        "the crawl did not finish within two minutes"
-    );
-    let records = common::read_all(&running.bus, "pages", Duration::from_secs(5)).await;
-    running.shutdown.cancel();
-    running.wait().await.unwrap();
-    let mut pages: HashMap<String, Page> = HashMap::new();
-    for r in &records {
-        let page = Page::decode(&r.value).unwrap();
-        assert!(
-            pages.insert(page.url.clone(), page).is_none(),
-            "a URL was crawled twice"
-        );
-    }
+    let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+    let (pages, _) = crawl_until_idle(&yaml, &seeds, Duration::from_secs(120)).await;
     let code = |url: &str| {
         pages
             .get(url)

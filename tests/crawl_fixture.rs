@@ -10,18 +10,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::crawl::{crawl_until_idle, frontier_pipeline, registry};
 use common::web::FixtureWeb;
 use sluice_bus::OutRecord;
-use sluice_runtime::registry::Registry;
 use sluice_topics::{Contract, CrawlUrl, Page};
-
-fn registry() -> Registry {
-    let mut r = Registry::new();
-    r.register(sluice_stage_normalize::Kind);
-    r.register(sluice_stage_crawl::Kind);
-    r.register(sluice_stage_delay::Kind);
-    r
-}
 
 fn pipeline(web: &FixtureWeb, extra: &str) -> String {
     format!(
@@ -60,57 +52,9 @@ stages:
     )
 }
 
-/// Runs the pipeline from `seeds` until it is idle; returns the page records by URL and every
-/// record of `urls` (what the crawl stage took in).
+/// Runs the pipeline from `seeds` until it is idle (a minute at most).
 async fn crawl(yaml: &str, seeds: &[&str]) -> (HashMap<String, Page>, Vec<CrawlUrl>) {
-    let (p, _) =
-        sluice_config::load_str_validated(yaml, "fixture.yaml", &[], &|_| None, &registry())
-            .unwrap_or_else(|d| panic!("{d}"));
-    let running = common::start_embedded(p, &registry(), None).await;
-    let (bus, token) = (running.bus.clone(), running.shutdown.clone());
-    let producer = bus.producer().unwrap();
-    for s in seeds {
-        producer
-            .send(OutRecord::new("url-in", s.as_bytes().to_vec()))
-            .await
-            .unwrap();
-    }
-    // Idle = every group caught up, for long enough that retries (≤ a few s) are over.
-    let mut idle_for = 0;
-    for _ in 0..600 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if running.is_idle().await.unwrap() {
-            idle_for += 1;
-            if idle_for >= 20 {
-                break;
-            }
-        } else {
-            idle_for = 0;
-        }
-    }
-    assert!(idle_for >= 20, "the crawl did not finish within a minute");
-    let pages = common::read_all(&bus, "pages", Duration::from_secs(5)).await;
-    let urls = common::read_all(&bus, "urls", Duration::from_secs(5)).await;
-    token.cancel();
-    running.wait().await.unwrap();
-    let mut by_url = HashMap::new();
-    for r in &pages {
-        let page = Page::decode(&r.value).unwrap();
-        assert_eq!(
-            r.key.as_deref(),
-            Some(page.domain.as_bytes()),
-            "pages are keyed by domain"
-        );
-        assert!(
-            by_url.insert(page.url.clone(), page).is_none(),
-            "a URL was crawled twice"
-        );
-    }
-    let urls = urls
-        .iter()
-        .map(|r| CrawlUrl::decode(&r.value).unwrap())
-        .collect();
-    (by_url, urls)
+    crawl_until_idle(yaml, seeds, Duration::from_secs(60)).await
 }
 
 fn code(p: &Page) -> Option<&str> {
@@ -393,45 +337,14 @@ async fn a_slow_domain_is_deferred_and_never_holds_up_the_others() {
     let web = FixtureWeb::start().await;
     let mut hosts: Vec<String> = (0..6).map(|d| format!("a.grid{d}.test")).collect();
     hosts.push("slow.test".into());
-    let yaml = format!(
-        r#"
-name: frontier
-broker: memory
-topics:
-  url-in: {{ partitions: 2 }}
-  urls: {{ partitions: 2 }}
-  deferred: {{ partitions: 2 }}
-  pages: {{ partitions: 2 }}
-  dead-letter: {{ partitions: 1 }}
-dead_letter: dead-letter
-stages:
-  normalize:
-    kind: normalize-dedup
-    input: url-in
-    output: urls
-  crawl:
-    kind: crawl
-    input: urls
-    output: pages
-    discovered: url-in
-    deferred: deferred
-    feedback: [url-in]
-    concurrency: 8
-    allow_private_addresses: true
+    let crawl_settings = "    concurrency: 8
     min_delay: 0s
     per_domain_concurrency: 2
     max_domain_wait: 2s
     max_domain_backlog: 4
     max_depth: 3
-    resolve:
-{resolve}  delay:
-    kind: delay
-    input: deferred
-    output: urls
-    feedback: [urls]
-"#,
-        resolve = web.resolve_yaml(&hosts, 6),
-    );
+";
+    let yaml = frontier_pipeline("frontier", crawl_settings, &web.resolve_yaml(&hosts, 6));
     let started = std::time::Instant::now();
     // Every slow.test page first: without the frontier they take the whole window at once.
     let mut seeds: Vec<String> = (0..common::web::SLOW_PAGES)

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod crawl;
 pub mod dataset;
 pub mod pipeline;
 pub mod web;

@@ -1,0 +1,114 @@
+//! Crawls on the embedded bus against the fixture web server: the stage kinds they need, the
+//! frontier pipeline (normalize → crawl ⇄ delay), and a run until every group is idle.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sluice_bus::OutRecord;
+use sluice_runtime::registry::Registry;
+use sluice_topics::{Contract, CrawlUrl, Page};
+
+/// normalize-dedup, crawl and delay.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(sluice_stage_normalize::Kind);
+    r.register(sluice_stage_crawl::Kind);
+    r.register(sluice_stage_delay::Kind);
+    r
+}
+
+/// A pipeline named `name` with the crawl frontier wired (crawl defers to `deferred`, a delay
+/// stage passes back to `urls`): `crawl` holds crawl's settings beyond its topics, each line
+/// indented by four spaces; `resolve` its `resolve:` entries, indented by six.
+pub fn frontier_pipeline(name: &str, crawl: &str, resolve: &str) -> String {
+    format!(
+        r#"name: {name}
+broker: memory
+topics:
+  url-in: {{ partitions: 4 }}
+  urls: {{ partitions: 4 }}
+  deferred: {{ partitions: 2 }}
+  pages: {{ partitions: 4 }}
+  dead-letter: {{ partitions: 1 }}
+dead_letter: dead-letter
+stages:
+  normalize:
+    kind: normalize-dedup
+    input: url-in
+    output: urls
+  crawl:
+    kind: crawl
+    input: urls
+    output: pages
+    discovered: url-in
+    deferred: deferred
+    feedback: [url-in]
+    allow_private_addresses: true
+{crawl}    resolve:
+{resolve}  delay:
+    kind: delay
+    input: deferred
+    output: urls
+    feedback: [urls]
+"#
+    )
+}
+
+/// Runs `yaml` from `seeds` (sent to `url-in`) until every group has been idle for 2 s, or
+/// fails after `limit`. Returns the page records by URL, checking that each URL has one and
+/// that pages are keyed by domain, and every record crawl took in from `urls`.
+pub async fn crawl_until_idle(
+    yaml: &str,
+    seeds: &[&str],
+    limit: Duration,
+) -> (HashMap<String, Page>, Vec<CrawlUrl>) {
+    let (p, _) =
+        sluice_config::load_str_validated(yaml, "fixture.yaml", &[], &|_| None, &registry())
+            .unwrap_or_else(|d| panic!("{d}"));
+    let running = super::start_embedded(p, &registry(), None).await;
+    let (bus, token) = (running.bus.clone(), running.shutdown.clone());
+    let producer = bus.producer().unwrap();
+    for s in seeds {
+        producer
+            .send(OutRecord::new("url-in", s.as_bytes().to_vec()))
+            .await
+            .unwrap();
+    }
+    // Idle = every group caught up, for long enough that retries (≤ a few s) are over.
+    let tick = Duration::from_millis(100);
+    let mut idle_for = 0;
+    for _ in 0..(limit.as_millis() / tick.as_millis()) {
+        tokio::time::sleep(tick).await;
+        if running.is_idle().await.unwrap() {
+            idle_for += 1;
+            if idle_for >= 20 {
+                break;
+            }
+        } else {
+            idle_for = 0;
+        }
+    }
+    assert!(idle_for >= 20, "the crawl did not finish within {limit:?}");
+    let pages = super::read_all(&bus, "pages", Duration::from_secs(5)).await;
+    let urls = super::read_all(&bus, "urls", Duration::from_secs(5)).await;
+    token.cancel();
+    running.wait().await.unwrap();
+    let mut by_url = HashMap::new();
+    for r in &pages {
+        let page = Page::decode(&r.value).unwrap();
+        assert_eq!(
+            r.key.as_deref(),
+            Some(page.domain.as_bytes()),
+            "pages are keyed by domain"
+        );
+        assert!(
+            by_url.insert(page.url.clone(), page).is_none(),
+            "a URL was crawled twice"
+        );
+    }
+    let urls = urls
+        .iter()
+        .map(|r| CrawlUrl::decode(&r.value).unwrap())
+        .collect();
+    (by_url, urls)
+}
