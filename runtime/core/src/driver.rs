@@ -214,10 +214,15 @@ impl Driver {
                         }
                         metrics.received();
                         let shared = shared.clone();
-                        let recall = recalls
-                            .entry(tp.clone())
-                            .or_insert_with(|| draining.child_token())
-                            .clone();
+                        // Assigned partitions have their token already: no key clone per record.
+                        let recall = match recalls.get(&tp) {
+                            Some(recall) => recall.clone(),
+                            None => {
+                                let recall = draining.child_token();
+                                recalls.insert(tp.clone(), recall.clone());
+                                recall
+                            }
+                        };
                         let (done_tx, task) = (done_tx.clone(), next_task);
                         next_task += 1;
                         let handle = tokio::spawn(async move {
@@ -342,7 +347,7 @@ async fn handle(s: &Shared, record: &Record, recall: &CancellationToken) -> Outc
     let mut outage: Option<&'static str> = None;
     loop {
         attempt += 1;
-        let mut out = s.delivery.emitter().recalled_by(recall.clone());
+        let mut out = s.delivery.emitter_recalled_by(recall.clone());
         let result = match s.processor.process(record, &mut out).await {
             Ok(()) => out.flush().await,
             Err(e) => Err(e),

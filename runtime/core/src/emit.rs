@@ -148,11 +148,16 @@ impl Delivery {
 
     /// A new emitter.
     pub fn emitter(&self) -> Emitter {
+        self.emitter_recalled_by(CancellationToken::new())
+    }
+
+    /// A new emitter for a record that `recall` recalls (see [`Recall`]).
+    pub fn emitter_recalled_by(&self, recall: CancellationToken) -> Emitter {
         Emitter {
             delivery: self.clone(),
             in_flight: FuturesUnordered::new(),
             acknowledged: 0,
-            recall: CancellationToken::new(),
+            recall,
         }
     }
 
@@ -201,12 +206,6 @@ pub struct Emitter {
 }
 
 impl Emitter {
-    /// The same emitter, recalled when `recall` is cancelled.
-    pub fn recalled_by(mut self, recall: CancellationToken) -> Self {
-        self.recall = recall;
-        self
-    }
-
     /// When the runtime wants this record back: see [`Recall`]. (A handle of its own, since an
     /// emitter may not be shared across an await.)
     pub fn recall(&self) -> Recall {
