@@ -14,10 +14,10 @@
 //! A processor that panics costs one record: it is dead-lettered with code `panic`.
 //!
 //! Each partition has a recall token, cancelled when the partition is revoked and when the
-//! stage starts draining: records that are only waiting (see [`Emitter::recalled`]) give up at
-//! once, so a rebalance or a shutdown never waits on a queue.
+//! stage starts draining: records that are only waiting (see [`Recall`]) give up at once, so a
+//! rebalance or a shutdown never waits on a queue.
 //!
-//! [`Emitter::recalled`]: crate::emit::Emitter::recalled
+//! [`Recall`]: crate::emit::Recall
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
