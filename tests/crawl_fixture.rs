@@ -15,30 +15,10 @@ use common::web::FixtureWeb;
 use sluice_bus::OutRecord;
 use sluice_topics::{Contract, CrawlUrl, Page};
 
+/// The fixture's pipeline without the frontier: `extra` follows the `resolve:` entries (more
+/// of them, or crawl settings).
 fn pipeline(web: &FixtureWeb, extra: &str) -> String {
-    format!(
-        r#"
-name: crawl-fixture
-broker: memory
-topics:
-  url-in: {{ partitions: 2 }}
-  urls: {{ partitions: 2 }}
-  pages: {{ partitions: 2 }}
-  dead-letter: {{ partitions: 1 }}
-dead_letter: dead-letter
-stages:
-  normalize:
-    kind: normalize-dedup
-    input: url-in
-    output: urls
-  crawl:
-    kind: crawl
-    input: urls
-    output: pages
-    discovered: url-in
-    feedback: [url-in]
-    retry: {{ attempts: 2, backoff: 100ms }}
-    allow_private_addresses: true
+    let crawl = "    retry: { attempts: 2, backoff: 100ms }
     timeout: 1500ms
     connect_timeout: 1s
     max_body: 256KiB
@@ -46,10 +26,9 @@ stages:
     fetch_backoff: 100ms
     min_delay: 10ms
     max_depth: 3
-    resolve:
-{resolve}{extra}"#,
-        resolve = web.resolve_yaml(&["edge.test".into(), "other.test".into()], 6),
-    )
+";
+    let resolve = web.resolve_yaml(&["edge.test".into(), "other.test".into()], 6);
+    common::crawl::pipeline("crawl-fixture", crawl, &format!("{resolve}{extra}"), false)
 }
 
 /// Runs the pipeline from `seeds` until it is idle (a minute at most).

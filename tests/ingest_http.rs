@@ -43,19 +43,6 @@ stages:
     )
 }
 
-fn create_topics(file: &Path) {
-    let status = common::sluice()
-        .args(["topics", "create", "-f"])
-        .arg(file)
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "sluice topics create failed on:\n{}",
-        std::fs::read_to_string(file).unwrap()
-    );
-}
-
 /// `sluice run -f FILE --stage STAGE` with the given API-key environment, stderr to `log`.
 fn run_command(file: &Path, stage: &str, log: &Path, keys: Option<&str>) -> Command {
     let mut c = common::sluice();
@@ -180,7 +167,7 @@ async fn ingest_http_keys_answers_limits_and_output_topic() {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let dir = tempfile::tempdir().unwrap();
     let file = write_pipeline(dir.path(), &pipeline_yaml(&s.broker, &stage, &topic, port));
-    create_topics(&file);
+    common::pipeline::create_topics(&file);
     let log = dir.path().join("ingest.log");
     let mut p = StageProcess {
         child: run_command(&file, &stage, &log, Some(KEYS))
@@ -454,7 +441,7 @@ fn ingest_with_auth_but_no_api_keys_fails_to_start() {
     let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let file = write_pipeline(dir.path(), &pipeline_yaml(&s.broker, &stage, &topic, port));
-    create_topics(&file);
+    common::pipeline::create_topics(&file);
     let log = dir.path().join("ingest.log");
     let mut p = StageProcess {
         child: run_command(&file, &stage, &log, None)

@@ -19,16 +19,30 @@ pub fn registry() -> Registry {
 
 /// A pipeline named `name` with the crawl frontier wired (crawl defers to `deferred`, a delay
 /// stage passes back to `urls`): `crawl` holds crawl's settings beyond its topics, each line
-/// indented by four spaces; `resolve` its `resolve:` entries, indented by six.
+/// indented by four spaces; `resolve` its `resolve:` entries, indented by six (crawl settings
+/// may follow them, indented by four).
 pub fn frontier_pipeline(name: &str, crawl: &str, resolve: &str) -> String {
+    pipeline(name, crawl, resolve, true)
+}
+
+/// [`frontier_pipeline`], or without the frontier (no `deferred` topic, no delay stage).
+pub fn pipeline(name: &str, crawl: &str, resolve: &str, frontier: bool) -> String {
+    let (deferred_topic, deferred_port, delay) = if frontier {
+        (
+            "  deferred: { partitions: 2 }\n",
+            "    deferred: deferred\n",
+            "  delay:\n    kind: delay\n    input: deferred\n    output: urls\n    feedback: [urls]\n",
+        )
+    } else {
+        ("", "", "")
+    };
     format!(
         r#"name: {name}
 broker: memory
 topics:
   url-in: {{ partitions: 4 }}
   urls: {{ partitions: 4 }}
-  deferred: {{ partitions: 2 }}
-  pages: {{ partitions: 4 }}
+{deferred_topic}  pages: {{ partitions: 4 }}
   dead-letter: {{ partitions: 1 }}
 dead_letter: dead-letter
 stages:
@@ -41,16 +55,10 @@ stages:
     input: urls
     output: pages
     discovered: url-in
-    deferred: deferred
-    feedback: [url-in]
+{deferred_port}    feedback: [url-in]
     allow_private_addresses: true
 {crawl}    resolve:
-{resolve}  delay:
-    kind: delay
-    input: deferred
-    output: urls
-    feedback: [urls]
-"#
+{resolve}{delay}"#
     )
 }
 
