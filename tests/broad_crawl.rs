@@ -123,29 +123,11 @@ async fn quick_domains_finish_at_their_pace_whatever_the_hostile_ones_do() {
     for (domain, peak) in web.peaks() {
         assert!(peak <= 2, "{domain}: {peak} requests at once");
     }
-    let last = |f: &dyn Fn(&str) -> bool| {
-        hits.iter()
-            .filter(|h| f(&h.host))
-            .map(|h| h.at.duration_since(started))
-            .max()
-            .unwrap()
-    };
-    let quick_done = last(&|h| h.contains(".grid"));
-    let slow_done = last(&|h| h == "slow.test");
+    let quick_done = web.last_hit(started, |h| h.contains(".grid"));
+    let slow_done = web.last_hit(started, |h| h == "slow.test");
     assert!(
         quick_done + Duration::from_secs(5) < slow_done,
         "quick domains done after {quick_done:?}, slow.test after {slow_done:?}"
     );
-    let mut slow: Vec<Instant> = hits
-        .iter()
-        .filter(|h| h.host == "slow.test" && h.path != "/robots.txt")
-        .map(|h| h.at)
-        .collect();
-    slow.sort();
-    for pair in slow.windows(2) {
-        assert!(
-            pair[1] - pair[0] >= Duration::from_millis(950),
-            "Crawl-delay broken"
-        );
-    }
+    web.assert_spaced("slow.test", Duration::from_millis(950));
 }

@@ -342,16 +342,8 @@ async fn a_slow_domain_is_deferred_and_never_holds_up_the_others() {
         .count();
     assert_eq!(slow_fetched, common::web::SLOW_PAGES);
     // The grid sites were done long before the slow one: nothing of theirs waited for it.
-    let hits = web.hits();
-    let last = |f: &dyn Fn(&str) -> bool| {
-        hits.iter()
-            .filter(|h| f(&h.host))
-            .map(|h| h.at.duration_since(started))
-            .max()
-            .unwrap()
-    };
-    let grid_done = last(&|h| h.contains(".grid"));
-    let slow_done = last(&|h| h == "slow.test");
+    let grid_done = web.last_hit(started, |h| h.contains(".grid"));
+    let slow_done = web.last_hit(started, |h| h == "slow.test");
     assert!(
         // Without the frontier slow.test's URLs take the whole window, a place freeing once a
         // second as its pages are fetched.
@@ -359,15 +351,7 @@ async fn a_slow_domain_is_deferred_and_never_holds_up_the_others() {
         "grid sites done after {grid_done:?}, slow.test after {slow_done:?}"
     );
     // slow.test kept its Crawl-delay throughout.
-    let mut slow: Vec<_> = hits
-        .iter()
-        .filter(|h| h.host == "slow.test" && h.path != "/robots.txt")
-        .map(|h| h.at)
-        .collect();
-    slow.sort();
-    for pair in slow.windows(2) {
-        assert!(pair[1] - pair[0] >= Duration::from_millis(950), "{slow:?}");
-    }
+    web.assert_spaced("slow.test", Duration::from_millis(950));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

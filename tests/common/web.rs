@@ -107,6 +107,33 @@ impl FixtureWeb {
             .store(d.as_millis() as usize, Ordering::SeqCst);
     }
 
+    /// When, after `since`, the server last saw a request for a host `of` accepts.
+    pub fn last_hit(&self, since: Instant, of: impl Fn(&str) -> bool) -> Duration {
+        self.hits()
+            .iter()
+            .filter(|h| of(&h.host))
+            .map(|h| h.at.duration_since(since))
+            .max()
+            .expect("no request for those hosts")
+    }
+
+    /// Asserts that the pages of `host` (robots.txt aside) were asked at least `gap` apart.
+    pub fn assert_spaced(&self, host: &str, gap: Duration) {
+        let mut at: Vec<Instant> = self
+            .hits()
+            .iter()
+            .filter(|h| h.host == host && h.path != "/robots.txt")
+            .map(|h| h.at)
+            .collect();
+        at.sort();
+        for pair in at.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= gap,
+                "{host}: requests closer than {gap:?}: {at:?}"
+            );
+        }
+    }
+
     /// Every request so far.
     pub fn hits(&self) -> Vec<Hit> {
         self.shared.hits.lock().unwrap().clone()
