@@ -52,6 +52,7 @@ fn feed_records<'a>(topic: &'a str, feed: &'a [String]) -> impl Iterator<Item = 
             source: None,
             queued_at_ms: 0,
             validators: None,
+            sitemap: false,
         };
         let mut r = OutRecord::new(topic, c.encode());
         r.partition = Some(i as i32 % PARTITIONS);

@@ -400,3 +400,94 @@ async fn a_recrawl_revalidates_with_the_last_etag_and_records_a_304_without_a_bo
         .collect();
     assert_eq!(asked, [None, Some("\"v1\"".to_string())]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robots_sitemaps_and_their_indexes_gzip_and_text_files_are_crawled() {
+    let web = FixtureWeb::start().await;
+    let extra = web.resolve_yaml(&["sitemap.test".to_string()], 6);
+    let (pages, _) = crawl(&pipeline(&web, &extra), &["http://sitemap.test/"]).await;
+    // The pages are linked from nowhere: only the sitemaps lead to them.
+    for prefix in ["a", "b", "c"] {
+        for i in 0..common::web::SITEMAP_PAGES {
+            let url = format!("http://sitemap.test/{prefix}{i}.html");
+            let page = pages
+                .get(&url)
+                .unwrap_or_else(|| panic!("{url} not crawled"));
+            assert_eq!(page.status, Some(200));
+            // Listed by a sitemap one level below the home page: the sitemap's depth.
+            assert_eq!(page.depth, 1, "{url}");
+        }
+    }
+    // Each sitemap has a page record saying how many URLs it passed on, and no body.
+    let sitemap = |path: &str| &pages[&format!("http://sitemap.test/{path}")];
+    assert_eq!(sitemap("index.xml").links_out, 3);
+    for path in ["a.xml.gz", "b.xml", "c.txt"] {
+        let record = sitemap(path);
+        assert_eq!(record.status, Some(200), "{path}: {:?}", record.error);
+        assert!(record.body.is_none() && record.error.is_none(), "{path}");
+        assert_eq!(
+            record.links_out as usize,
+            common::web::SITEMAP_PAGES,
+            "{path}"
+        );
+    }
+    // Out of scope, whether named in robots.txt or listed in a sitemap.
+    assert!(web.hits().iter().all(|h| h.host != "other.test"));
+    assert_eq!(
+        pages.len(),
+        1 + 4 + 3 * common::web::SITEMAP_PAGES,
+        "{:?}",
+        pages.keys()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitted_sitemap_passes_on_at_most_max_sitemap_urls() {
+    let web = FixtureWeb::start().await;
+    let extra = format!(
+        "{}    max_sitemap_urls: 50\n",
+        web.resolve_yaml(&["bigmap.test".to_string()], 6)
+    );
+    // A sitemap sent to url-in as a user would: JSON with `"sitemap": true`.
+    let seed = r#"{"url": "http://bigmap.test/big.xml", "sitemap": true}"#;
+    let (pages, _) = crawl(&pipeline(&web, &extra), &[seed]).await;
+    let big = &pages["http://bigmap.test/big.xml"];
+    assert_eq!(big.links_out, 50);
+    assert!(big.truncated, "a sitemap cut by the budget is flagged");
+    let listed = web
+        .hits()
+        .iter()
+        .filter(|h| h.host == "bigmap.test" && h.path.starts_with("/d"))
+        .count();
+    const { assert!(common::web::BIG_SITEMAP > 50) };
+    assert_eq!(listed, 50, "the server saw the budget, no more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_wait_for_room_in_a_tight_memory_budget_and_arrive_whole() {
+    // The smallest budget for a max_body of 256 KiB: one large reservation (4 × 256 KiB +
+    // 16 KiB) and one small one (272 KiB). Six pages of 200 KiB fetched at once, each body
+    // arriving in two halves: they take turns for the large reservation, and none is cut (as
+    // they were when each request grew its own reservation chunk by chunk: all of them held
+    // part of the budget and waited for the rest until the deadline).
+    let web = FixtureWeb::start().await;
+    let extra = format!(
+        "{}    max_fetch_memory: 1312KiB\n    per_domain_concurrency: 6\n    timeout: 20s\n",
+        web.resolve_yaml(&["bigpages.test".to_string()], 6)
+    );
+    let yaml = pipeline(&web, &extra).replace("    timeout: 1500ms\n", "");
+    let (pages, _) = crawl(&yaml, &["http://bigpages.test/"]).await;
+    for i in 0..common::web::BIG_PAGES {
+        let page = &pages[&format!("http://bigpages.test/b{i}.html")];
+        assert_eq!(page.status, Some(200), "{:?}", page.error);
+        assert!(!page.truncated, "b{i} was cut");
+        assert_eq!(page.body_bytes as usize, common::web::BIG_PAGE_BYTES);
+    }
+    // A budget smaller than one body at max_body is refused when the pipeline is loaded.
+    let small = pipeline(&web, "    max_fetch_memory: 1MiB\n");
+    let err =
+        sluice_config::load_str_validated(&small, "fixture.yaml", &[], &|_| None, &registry())
+            .map(drop)
+            .expect_err("refused");
+    assert!(err.to_string().contains("max_fetch_memory"), "{err}");
+}

@@ -119,6 +119,7 @@ stages:
             source: None,
             queued_at_ms: 0,
             validators: None,
+            sitemap: false,
         };
         producer
             .send(OutRecord::new("urls", c.encode()).with_key(b"edge.test".to_vec()))

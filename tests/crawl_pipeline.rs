@@ -244,6 +244,7 @@ async fn three_crawlers_respect_the_domain_limit_and_survive_a_kill() {
                 source: None,
                 queued_at_ms: 0,
                 validators: None,
+                sitemap: false,
             });
         }
     }

@@ -15,7 +15,13 @@
 //! - `slow.test` — `SLOW_PAGES` pages all linking to each other, behind a Crawl-delay of 1 s;
 //! - `etag.test` — a page with an ETag that answers a matching If-None-Match with 304;
 //! - `calendar.test` — a crawler trap (every page links to two new ones);
-//! - `huge.test` — a 20 MiB page.
+//! - `huge.test` — a 20 MiB page;
+//! - `sitemap.test` — pages linked from nowhere but sitemaps: robots.txt names a sitemap
+//!   index (and one out of scope) listing a gzip sitemap, an XML one and a text one, each of
+//!   `SITEMAP_PAGES` pages;
+//! - `bigmap.test` — `/big.xml`, a sitemap of `BIG_SITEMAP` pages (for a budget below it);
+//! - `bigpages.test` — a home page linking to `BIG_PAGES` pages of `BIG_PAGE_BYTES` each,
+//!   each sent in two halves 200 ms apart.
 //!
 //! [`black_hole`] is a second listener that accepts connections and never answers.
 
@@ -30,6 +36,16 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
+
+/// Pages in each of sitemap.test's three sitemaps.
+pub const SITEMAP_PAGES: usize = 10;
+/// Pages in bigmap.test's sitemap.
+pub const BIG_SITEMAP: usize = 200;
+
+/// Pages linked from bigpages.test's home page.
+pub const BIG_PAGES: usize = 6;
+/// Bytes of each of them.
+pub const BIG_PAGE_BYTES: usize = 200 << 10;
 
 /// One request the server answered.
 #[derive(Debug, Clone)]
@@ -202,6 +218,91 @@ fn redirect(code: u16, to: &str) -> Response {
         .unwrap()
 }
 
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn typed(content_type: &str, body: impl Into<Body>) -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body.into())
+        .unwrap()
+}
+
+fn urlset(urls: impl Iterator<Item = String>) -> String {
+    let entries: String = urls
+        .map(|u| format!("<url><loc>{u}</loc></url>\n"))
+        .collect();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n{entries}</urlset>"
+    )
+}
+
+/// sitemap.test and bigmap.test (see the module doc); `None` for other hosts.
+fn sitemaps(host: &str, path: &str) -> Option<Response> {
+    let pages = |prefix: &'static str, n: usize| {
+        (0..n).map(move |i| format!("http://{host}/{prefix}{i}.html"))
+    };
+    let response = match (host, path) {
+        ("sitemap.test", "/robots.txt") => typed(
+            "text/plain",
+            "User-agent: *\nDisallow: /private/\n\
+             Sitemap: http://sitemap.test/index.xml\nSitemap: http://other.test/sitemap.xml\n",
+        ),
+        ("sitemap.test", "/index.xml") => typed(
+            "application/xml",
+            "<?xml version=\"1.0\"?><sitemapindex xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\
+             <sitemap><loc>http://sitemap.test/a.xml.gz</loc></sitemap>\
+             <sitemap><loc>http://sitemap.test/b.xml</loc></sitemap>\
+             <sitemap><loc>http://sitemap.test/c.txt</loc></sitemap></sitemapindex>",
+        ),
+        ("sitemap.test", "/a.xml.gz") => typed(
+            "application/gzip",
+            gzip(urlset(pages("a", SITEMAP_PAGES)).as_bytes()),
+        ),
+        ("sitemap.test", "/b.xml") => typed(
+            "application/xml",
+            urlset(pages("b", SITEMAP_PAGES).chain(["http://other.test/b.html".to_string()])),
+        ),
+        ("sitemap.test", "/c.txt") => typed(
+            "text/plain",
+            pages("c", SITEMAP_PAGES).collect::<Vec<_>>().join("\n"),
+        ),
+        ("bigmap.test" | "bigpages.test", "/robots.txt") => status(404),
+        ("bigpages.test", "/") => html(
+            (0..BIG_PAGES)
+                .map(|i| format!("<a href=\"/b{i}.html\">{i}</a>"))
+                .collect::<String>(),
+        ),
+        ("bigpages.test", _) => {
+            // Half now, half 200 ms later: the requests overlap, so their bodies do too.
+            use futures::StreamExt;
+            let head = "<title>big</title><p>";
+            let half = BIG_PAGE_BYTES / 2;
+            let first = Bytes::from(format!("{head}{}", "y".repeat(half - head.len())));
+            let second = Bytes::from("z".repeat(BIG_PAGE_BYTES - half));
+            let stream = futures::stream::once(async move { Ok::<_, Infallible>(first) }).chain(
+                futures::stream::once(async move {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok(second)
+                }),
+            );
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/html")
+                .body(Body::from_stream(stream))
+                .unwrap()
+        }
+        ("bigmap.test", "/big.xml") => typed("application/xml", urlset(pages("d", BIG_SITEMAP))),
+        ("sitemap.test" | "bigmap.test", _) => html("<title>listed</title><p>no links here</p>"),
+        _ => return None,
+    };
+    Some(response)
+}
+
 /// 64 MiB of zeros, gzipped (about 64 KiB).
 fn gzip_bomb() -> &'static [u8] {
     static BOMB: OnceLock<Vec<u8>> = OnceLock::new();
@@ -295,6 +396,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Result<Respo
                 n + 2
             )),
         });
+    }
+    if let Some(response) = sitemaps(&host, &path) {
+        return Ok(response);
     }
     if host == "huge.test" {
         return Ok(match path.as_str() {

@@ -21,6 +21,11 @@ pub struct CrawlUrl {
     /// as If-None-Match / If-Modified-Since); none for a URL not crawled before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validators: Option<Validators>,
+    /// A sitemap: the crawler passes on the URLs it lists (see [`UrlIn::sitemap`]).
+    ///
+    /// [`UrlIn::sitemap`]: crate::UrlIn::sitemap
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sitemap: bool,
 }
 
 /// A response's cache validators, as HTTP sent them.
@@ -80,6 +85,7 @@ mod tests {
             source: None,
             queued_at_ms: 1_700_000_000_000,
             validators: None,
+            sitemap: false,
         };
         assert_eq!(CrawlUrl::decode(&u.encode()).unwrap(), u);
         assert!(!String::from_utf8(u.encode())

@@ -17,6 +17,10 @@ pub struct UrlIn {
     /// The page this URL was discovered on, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The URL is a sitemap (sitemaps.org): the crawler reads the URLs it lists instead of
+    /// storing it as a page. Robots.txt `Sitemap:` lines come this way; a user may submit one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sitemap: bool,
 }
 
 impl UrlIn {
@@ -26,6 +30,7 @@ impl UrlIn {
             url: url.into(),
             depth: 0,
             source: None,
+            sitemap: false,
         }
     }
 }
@@ -34,7 +39,7 @@ impl Contract for UrlIn {
     const TYPE: &'static str = "url-in";
 
     fn encode(&self) -> Vec<u8> {
-        if self.depth == 0 && self.source.is_none() {
+        if self.depth == 0 && self.source.is_none() && !self.sitemap {
             // Seeds stay readable as plain text in any console consumer.
             self.url.as_bytes().to_vec()
         } else {
@@ -72,6 +77,18 @@ mod tests {
         assert_eq!(u.depth, 3);
         assert_eq!(u.source.as_deref(), Some("http://y.org/"));
         assert_eq!(UrlIn::decode(&u.encode()).unwrap(), u);
+    }
+
+    #[test]
+    fn a_sitemap_says_so_on_the_wire() {
+        let u = UrlIn {
+            sitemap: true,
+            ..UrlIn::seed("http://x.org/sitemap.xml")
+        };
+        assert_eq!(UrlIn::decode(&u.encode()).unwrap(), u);
+        let plain = UrlIn::decode(br#"{"url":"http://x.org/s.xml","sitemap":true}"#).unwrap();
+        assert!(plain.sitemap);
+        assert!(!UrlIn::decode(b"http://x.org/").unwrap().sitemap);
     }
 
     #[test]

@@ -177,8 +177,18 @@ impl Dedup {
     /// (a counter that starts with the domain's first page and lives `recrawl_after`); the
     /// count so far, this page included.
     pub async fn count_page(&self, domain: &str) -> Result<u64, CacheError> {
-        let key = format!("{}pages:{:032x}", self.prefix, xxh3_128(domain.as_bytes()));
-        self.cache.incr(&key, 1, self.recrawl_after).await
+        self.count("pages", domain, 1).await
+    }
+
+    /// Counts `n` more URLs passed on from sitemaps of `domain` in the current recrawl
+    /// interval; the count so far, these included.
+    pub async fn count_sitemap_urls(&self, domain: &str, n: u64) -> Result<u64, CacheError> {
+        self.count("sitemap-urls", domain, n).await
+    }
+
+    async fn count(&self, what: &str, domain: &str, n: u64) -> Result<u64, CacheError> {
+        let key = format!("{}{what}:{:032x}", self.prefix, xxh3_128(domain.as_bytes()));
+        self.cache.incr(&key, n, self.recrawl_after).await
     }
 
     /// Gives a claim up (its record was dead-lettered), if it is still ours.

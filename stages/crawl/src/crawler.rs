@@ -7,9 +7,13 @@
 //! run out the failure is recorded in the page record: every URL taken from the input ends
 //! as a page record, and only undecodable input goes to the dead-letter topic.
 //!
+//! A URL flagged as a sitemap is fetched the same way, and the URLs it lists go on as
+//! discovered links (`sitemap.rs`), at most `max_sitemap_urls` per domain per recrawl
+//! interval; robots.txt's `Sitemap:` lines go on as sitemaps when the file is fetched.
+//!
 //! The page record goes to the runtime's emitter before the request permit is let go: the
 //! `output` port's budget is `max_pending`, so a page waits there while too many bytes are
-//! unacknowledged, and bodies in memory are at most `fetch_concurrency` × `max_body` plus
+//! unacknowledged, and pages in memory take at most `max_fetch_memory` (`memory.rs`) plus
 //! `max_pending`, whatever the broker's pace. Links are remembered (`seen.rs`) only once the
 //! emitter says they are delivered.
 
@@ -28,17 +32,20 @@ use sluice_runtime::services::SlotError;
 use sluice_runtime::stage::{Emitter, Output, Processor, StageError};
 use sluice_topics::{Contract, CrawlUrl, FetchError, Page, Redirect, UrlIn, Validators};
 use sluice_web::domain::registrable_domain_of;
+use std::time::Instant as StdInstant;
 use tokio::sync::OwnedSemaphorePermit;
 use url::Url;
 
 use crate::charset;
 use crate::client::AddressGuard;
-use crate::fetch::{self, BodyPolicy, Failure, Response};
+use crate::fetch::{self, Ask, BodyPolicy, Failure, Response};
 use crate::links;
+use crate::memory::{MemoryBudget, Reservation, RECORD_ROOM};
 use crate::politeness::{DomainPermit, Politeness};
-use crate::robots::{RobotsCache, RobotsFile, Verdict};
+use crate::robots::{Lookup, RobotsCache, RobotsFile, Verdict};
 use crate::seen::SeenLinks;
 use crate::settings::{Scope, Settings};
+use crate::sitemap;
 
 /// Largest robots.txt read (RFC 9309 asks for at least 500 KiB).
 const ROBOTS_MAX_BYTES: u64 = 512 << 10;
@@ -69,6 +76,27 @@ pub struct Crawler {
     metrics: StageMetrics,
     /// Links emitted recently, not sent again.
     seen: SeenLinks,
+    /// Bytes of the pages in memory (`max_fetch_memory`).
+    memory: MemoryBudget,
+}
+
+/// What the attempts at one URL learn besides its page.
+#[derive(Default)]
+struct Visit {
+    /// The domain's page budget was charged (once per URL, when a request is about to go).
+    charged: bool,
+    /// `Sitemap:` lines of robots.txt files fetched on the way.
+    robots_sitemaps: Vec<String>,
+    /// A sitemap's body as sent (maybe gzip), kept apart from the page record.
+    sitemap_body: Option<Vec<u8>>,
+}
+
+/// What a fetched page holds until its record is handed to the output: the request permit
+/// (bounding requests in flight) and its share of the memory budget (bounding their bytes).
+#[derive(Default)]
+struct Held {
+    request: Option<OwnedSemaphorePermit>,
+    memory: Option<Reservation>,
 }
 
 /// How one attempt ended.
@@ -132,6 +160,10 @@ impl Crawler {
             settings.fetch_backoff.0,
         );
         Self {
+            memory: MemoryBudget::new(
+                settings.max_fetch_memory.0 as usize,
+                settings.max_body.0 as usize,
+            ),
             settings,
             client,
             guard,
@@ -222,27 +254,26 @@ impl Crawler {
     async fn crawl(
         &self,
         item: &CrawlUrl,
+        visit: &mut Visit,
         recall: &Recall,
-    ) -> Result<(Page, Option<OwnedSemaphorePermit>), StageError> {
+    ) -> Result<(Page, Held), StageError> {
         let started = Instant::now();
         let url = match Url::parse(&item.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
             Ok(u) => {
                 let mut page = blank(item);
                 error(&mut page, "unsupported_url", format!("cannot fetch `{u}`"));
-                return Ok((page, None));
+                return Ok((page, Held::default()));
             }
             Err(e) => {
                 let mut page = blank(item);
                 error(&mut page, "unsupported_url", format!("`{}`: {e}", item.url));
-                return Ok((page, None));
+                return Ok((page, Held::default()));
             }
         };
         let mut attempt = 1;
-        // The domain's page budget is charged once per URL, when a request is about to go.
-        let mut charged = false;
         loop {
-            let (outcome, held) = self.attempt(item, &url, recall, &mut charged).await?;
+            let (outcome, held) = self.attempt(item, &url, recall, visit).await?;
             let (mut page, wait) = match outcome {
                 Attempt::Done(page) => (page, None),
                 Attempt::Retry(page, after) if attempt < self.settings.fetch_attempts => {
@@ -289,10 +320,10 @@ impl Crawler {
         item: &CrawlUrl,
         url: &Url,
         recall: &Recall,
-        charged: &mut bool,
-    ) -> Result<(Attempt, Option<OwnedSemaphorePermit>), StageError> {
+        visit: &mut Visit,
+    ) -> Result<(Attempt, Held), StageError> {
         let mut page = blank(item);
-        let mut held: Option<OwnedSemaphorePermit> = None;
+        let mut held = Held::default();
         let mut current = url.clone();
         let mut visited: HashSet<String> = HashSet::from([current.to_string()]);
         let mut permit: Option<DomainPermit> = None;
@@ -318,7 +349,9 @@ impl Crawler {
             let permit_ref = permit.as_ref().expect("entered above");
             let host = current.host_str().unwrap_or("").to_string();
             let crawl_delay = if self.settings.robots {
-                match self.robots_verdict(&current, permit_ref).await {
+                let lookup = self.robots_verdict(&current, permit_ref).await;
+                visit.robots_sitemaps.extend(lookup.sitemaps);
+                match lookup.verdict {
                     Verdict::Allowed { crawl_delay } => crawl_delay,
                     Verdict::Disallowed => {
                         error(
@@ -340,8 +373,8 @@ impl Crawler {
             } else {
                 None
             };
-            if !*charged {
-                *charged = true;
+            if !visit.charged {
+                visit.charged = true;
                 if let Some(why) = self.budget_exhausted(item).await {
                     error(&mut page, "domain_budget_exhausted", why);
                     break Attempt::Done(page);
@@ -353,23 +386,32 @@ impl Crawler {
                 _ = recall.recalled() => return Err(StageError::Abandoned),
             };
             page.fetched_at_ms = now_ms();
-            let types = &self.settings.content_types;
+            let (max_body, policy) = if item.sitemap {
+                (self.settings.max_sitemap_bytes.0, BodyPolicy::Any)
+            } else {
+                let types = &self.settings.content_types;
+                (self.settings.max_body.0, BodyPolicy::Types(types))
+            };
             // The last crawl's validators belong to the URL as asked, not to a redirect target.
             let conditional = if page.redirects.is_empty() {
                 item.validators.as_ref()
             } else {
                 None
             };
-            let fetched = fetch::get(
-                &self.client,
-                &current,
-                self.settings.max_body.0,
-                BodyPolicy::Types(types),
-                conditional,
-            )
-            .await;
-            held = Some(request);
-            let response = match fetched {
+            // Waiting for memory must end well before the response's own timeout does.
+            let memory_deadline = StdInstant::now() + self.settings.timeout.0 / 2;
+            let ask = Ask {
+                max_body,
+                policy,
+                validators: conditional,
+                memory: Some((&self.memory, memory_deadline)),
+            };
+            let fetched = fetch::get(&self.client, &current, ask).await;
+            held = Held {
+                request: Some(request),
+                memory: None,
+            };
+            let mut response = match fetched {
                 Ok(r) => r,
                 Err(failure) => {
                     let transient = failure.transient();
@@ -426,12 +468,18 @@ impl Crawler {
                     // A redirect has no body to keep: let the request permit go before
                     // waiting for the next hop's domain, robots.txt and turn, or enough
                     // redirects at once would hold every permit while waiting for one.
-                    drop(held.take());
+                    held = Held::default();
                     continue;
                 }
             }
             let retry_after = response.retry_after();
             let transient = status.as_u16() == 429 || status.is_server_error();
+            held.memory = response.reservation.take();
+            if item.sitemap {
+                // Read by `listed`, not stored: the page record says what was fetched.
+                visit.sitemap_body = response.body.take();
+                page.body_bytes = visit.sitemap_body.as_ref().map_or(0, |b| b.len() as u64);
+            }
             self.fill(&mut page, &current, response);
             if transient {
                 error(&mut page, "http_status", format!("HTTP {status}"));
@@ -450,9 +498,12 @@ impl Crawler {
     }
 
     /// The robots.txt verdict for `url`, fetching the file under the current permit.
-    async fn robots_verdict(&self, url: &Url, permit: &DomainPermit) -> Verdict {
-        if let Some(v) = self.robots.cached(url) {
-            return v;
+    async fn robots_verdict(&self, url: &Url, permit: &DomainPermit) -> Lookup {
+        if let Some(verdict) = self.robots.cached(url) {
+            return Lookup {
+                verdict,
+                sitemaps: Vec::new(),
+            };
         }
         let host = url.host_str().unwrap_or("").to_string();
         self.robots
@@ -469,7 +520,8 @@ impl Crawler {
             if let Err(b) = self.guard.check_url(&url) {
                 return RobotsFile::Blocked(b.to_string());
             }
-            match fetch::get(&self.client, &url, ROBOTS_MAX_BYTES, BodyPolicy::Any, None).await {
+            let ask = Ask::new(ROBOTS_MAX_BYTES, BodyPolicy::Any);
+            match fetch::get(&self.client, &url, ask).await {
                 Err(f) if f.code == "blocked_address" => return RobotsFile::Blocked(f.message),
                 Err(f) => return RobotsFile::Unavailable(format!("robots.txt: {}", f.message)),
                 Ok(r) if r.status.is_redirection() => match r.location(&url) {
@@ -551,6 +603,127 @@ impl Crawler {
                 url,
                 depth: item.depth + 1,
                 source: Some(page.final_url.clone()),
+                sitemap: false,
+            })
+            .collect()
+    }
+
+    /// The largest page record to encode: the topic's limit and, for a body in memory, what
+    /// its reservation holds beside the decoded text (grown first if the budget has room).
+    fn record_limit(&self, page: &Page, memory: Option<&mut Reservation>) -> usize {
+        let topic = self.outputs.pages.record_limit();
+        let (Some(r), Some(text)) = (memory, page.body.as_ref()) else {
+            return topic;
+        };
+        let text = text.len();
+        // The record is the text escaped, plus the fields around it.
+        r.try_grow_to(text + text + text / 8 + RECORD_ROOM);
+        topic.min(r.bytes().saturating_sub(text))
+    }
+
+    /// The URLs a fetched sitemap lists, as url-in messages at the sitemap's own depth (a
+    /// sitemap is a list of the site's pages, not a page one link further): further sitemaps
+    /// first, then pages, in scope, within what is left of the domain's `max_sitemap_urls`.
+    /// An unreadable sitemap is recorded as the page's error.
+    async fn listed(
+        &self,
+        item: &CrawlUrl,
+        page: &mut Page,
+        body: Option<Vec<u8>>,
+        memory: Option<&mut Reservation>,
+    ) -> Vec<UrlIn> {
+        if self.outputs.discovered.is_none() || !matches!(page.status, Some(200..=299)) {
+            return Vec::new();
+        }
+        let Some(body) = body else {
+            return Vec::new();
+        };
+        let mut cap = self.settings.max_sitemap_bytes.0 as usize;
+        if let Some(r) = memory {
+            // The decompressed text and the URLs read from it, beside the raw body.
+            if !r.try_grow_to(body.len() + 2 * cap) {
+                cap = r.bytes().saturating_sub(body.len()) / 2;
+            }
+        }
+        let listing = match sitemap::read(&body, cap) {
+            Ok(l) => l,
+            Err(e) => {
+                self.metrics.event("bad_sitemap");
+                error(page, "bad_sitemap", e.to_string());
+                return Vec::new();
+            }
+        };
+        drop(body);
+        page.truncated |= listing.truncated;
+        let mut entries: Vec<(String, bool)> = listing
+            .sitemaps
+            .into_iter()
+            .map(|u| (u, true))
+            .chain(listing.pages.into_iter().map(|u| (u, false)))
+            .filter(|(u, _)| Url::parse(u).is_ok_and(|u| self.in_scope(&u, &item.domain)))
+            .collect();
+        let allowed = self.sitemap_allowance(&item.domain, entries.len()).await;
+        if allowed < entries.len() {
+            self.metrics.event("over_sitemap_budget");
+            page.truncated = true;
+            entries.truncate(allowed);
+        }
+        self.metrics.event("sitemap_read");
+        page.links_out = entries.len() as u32;
+        entries
+            .into_iter()
+            .filter(|(u, _)| !self.seen.contains(u))
+            .map(|(url, sitemap)| UrlIn {
+                url,
+                depth: item.depth,
+                source: Some(page.final_url.clone()),
+                sitemap,
+            })
+            .collect()
+    }
+
+    /// How many of `wanted` sitemap entries `domain` may still pass on in this recrawl
+    /// interval (`max_sitemap_urls`, counted across replicas). Best effort: with the cache
+    /// down a sitemap passes on up to the limit by itself.
+    async fn sitemap_allowance(&self, domain: &str, wanted: usize) -> usize {
+        let max = self.settings.max_sitemap_urls;
+        if wanted == 0 {
+            return 0;
+        }
+        match self.recrawl.count_sitemap_urls(domain, wanted as u64).await {
+            Ok(total) => {
+                let before = total.saturating_sub(wanted as u64);
+                max.saturating_sub(before).min(wanted as u64) as usize
+            }
+            Err(e) => {
+                self.metrics.event("sitemap_budget_unknown");
+                tracing::warn!(domain, error = %e, "could not count the domain's sitemap URLs");
+                wanted.min(max as usize)
+            }
+        }
+    }
+
+    /// robots.txt `Sitemap:` lines found while fetching `item`, as sitemaps one level below
+    /// it, in scope and within `max_depth`; none when `max_sitemap_urls` is 0.
+    fn robots_sitemaps(&self, item: &CrawlUrl, lines: Vec<String>) -> Vec<UrlIn> {
+        if self.outputs.discovered.is_none()
+            || self.settings.max_sitemap_urls == 0
+            || item.depth >= self.settings.max_depth
+        {
+            return Vec::new();
+        }
+        lines
+            .into_iter()
+            .filter_map(|line| Url::parse(line.trim()).ok())
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .filter(|u| self.in_scope(u, &item.domain))
+            .map(String::from)
+            .filter(|u| !self.seen.contains(u))
+            .map(|url| UrlIn {
+                url,
+                depth: item.depth + 1,
+                source: Some(item.url.clone()),
+                sitemap: true,
             })
             .collect()
     }
@@ -607,7 +780,8 @@ impl Processor for Crawler {
             let later = deferral::deferred(record, deferred.topic(), after.as_millis() as i64);
             return out.send_record(deferred, later).await;
         }
-        let (mut page, held) = self.crawl(&item, &out.recall()).await?;
+        let mut visit = Visit::default();
+        let (mut page, mut held) = self.crawl(&item, &mut visit, &out.recall()).await?;
         if page.status.is_some() {
             let validators = self.validators_of(&item, &page);
             // Best effort: normalize-dedup's claim already carries a time, so a lost mark only
@@ -621,7 +795,14 @@ impl Processor for Crawler {
                 tracing::warn!(url = %item.url, error = %e, "could not record the fetch time");
             }
         }
-        let links = self.discover(&item, &mut page);
+        let mut links = if item.sitemap {
+            let body = visit.sitemap_body.take();
+            self.listed(&item, &mut page, body, held.memory.as_mut())
+                .await
+        } else {
+            self.discover(&item, &mut page)
+        };
+        links.extend(self.robots_sitemaps(&item, visit.robots_sitemaps));
         self.metrics.event(match &page.error {
             None if page.status == Some(304) => "not_modified",
             None => "fetched",
@@ -632,18 +813,23 @@ impl Processor for Crawler {
             },
         });
         tracing::debug!(url = %item.url, status = ?page.status, error = ?page.error.as_ref().map(|e| &e.code), links = page.links_out, "crawled");
-        let limit = self.outputs.pages.record_limit();
+        let limit = self.record_limit(&page, held.memory.as_mut());
         let (encoded, cut) = encode_within(&mut page, item.domain.len(), limit);
         if cut {
             self.metrics.event("cut_to_fit");
-            tracing::info!(url = %item.url, limit, "page body cut to fit the topic's max_message_bytes");
+            tracing::info!(url = %item.url, limit, "page body cut to fit the topic's max_message_bytes or the memory budget");
         }
         drop(page);
-        // Waits for room in the `max_pending` budget while still holding the request permit,
-        // so bodies in memory stay bounded when the broker is slow.
+        if let Some(memory) = &mut held.memory {
+            // Only the record and the links are left of the page.
+            let links_bytes: usize = links.iter().map(|l| l.url.len() + 64).sum();
+            memory.shrink_to(encoded.len() + links_bytes);
+        }
+        // Waits for room in the `max_pending` budget while still holding the request permit
+        // and the page's memory, so bodies in memory stay bounded when the broker is slow.
         out.send_keyed(&self.outputs.pages, item.domain.as_bytes(), encoded)
             .await?;
-        drop(held);
+        drop(held.request.take());
         if let Some(discovered) = &self.outputs.discovered {
             for link in &links {
                 out.send(discovered, link.encode()).await?;
@@ -668,6 +854,7 @@ mod tests {
             source: None,
             queued_at_ms: 0,
             validators: None,
+            sitemap: false,
         });
         page.body = Some(body);
         page

@@ -2,9 +2,10 @@
 //!
 //! The body is read chunk by chunk after content decoding, so the cap holds for a gzip bomb
 //! as for an endless stream: reading stops at `max_body` and the response is dropped (closing
-//! its connection).
+//! its connection). With a memory budget, the body's bytes are reserved as they arrive
+//! (`memory.rs`), and a body the budget has no room for by the deadline stops there too.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::StatusCode;
@@ -13,6 +14,7 @@ use url::Url;
 use sluice_topics::Validators;
 
 use crate::client::Blocked;
+use crate::memory::{MemoryBudget, Reservation, BODY_FACTOR, RECORD_ROOM};
 
 /// A response as far as the crawler cares.
 pub struct Response {
@@ -22,8 +24,10 @@ pub struct Response {
     pub headers: HeaderMap,
     /// The body up to the cap; `None` when it was not read (content type not wanted).
     pub body: Option<Vec<u8>>,
-    /// The body was longer than the cap.
+    /// The body was longer than the cap (or than the memory budget had room for).
     pub truncated: bool,
+    /// The body's share of the memory budget, if one was given.
+    pub reservation: Option<Reservation>,
 }
 
 impl Response {
@@ -162,15 +166,39 @@ impl std::fmt::Display for ErrorChain<'_> {
     }
 }
 
-/// GETs `url`, reading at most `max_body` bytes of a wanted body; with `validators`, a
-/// conditional GET (If-None-Match, If-Modified-Since), which a server may answer with 304.
-pub async fn get(
-    client: &reqwest::Client,
-    url: &Url,
-    max_body: u64,
-    policy: BodyPolicy<'_>,
-    validators: Option<&Validators>,
-) -> Result<Response, Failure> {
+/// What to ask for and keep of one GET.
+pub struct Ask<'a> {
+    /// Body bytes read at most.
+    pub max_body: u64,
+    /// Which bodies are read at all.
+    pub policy: BodyPolicy<'a>,
+    /// Makes it a conditional GET (If-None-Match, If-Modified-Since), which a server may
+    /// answer with 304.
+    pub validators: Option<&'a Validators>,
+    /// Reserve the body's memory here, waiting for room until the deadline.
+    pub memory: Option<(&'a MemoryBudget, Instant)>,
+}
+
+impl<'a> Ask<'a> {
+    /// A plain GET keeping bodies up to `max_body` as `policy` says.
+    pub fn new(max_body: u64, policy: BodyPolicy<'a>) -> Self {
+        Self {
+            max_body,
+            policy,
+            validators: None,
+            memory: None,
+        }
+    }
+}
+
+/// GETs `url` as `ask` says.
+pub async fn get(client: &reqwest::Client, url: &Url, ask: Ask<'_>) -> Result<Response, Failure> {
+    let Ask {
+        max_body,
+        policy,
+        validators,
+        memory,
+    } = ask;
     let mut request = client.get(url.clone()).header(
         reqwest::header::ACCEPT,
         "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5",
@@ -203,14 +231,28 @@ pub async fn get(
             headers,
             body: None,
             truncated: false,
+            reservation: None,
         });
     }
     let mut body = Vec::new();
     let mut truncated = false;
+    let mut reservation =
+        memory.map(|(budget, _)| budget.reserve(max_body as usize * BODY_FACTOR + RECORD_ROOM));
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
-                let room = (max_body as usize).saturating_sub(body.len());
+                let mut room = (max_body as usize).saturating_sub(body.len());
+                if let (Some(r), Some((_, deadline))) = (reservation.as_mut(), memory) {
+                    let want = body.len() + chunk.len().min(room);
+                    if !r.grow_to(want * BODY_FACTOR + RECORD_ROOM, deadline).await {
+                        // No room in time: keep what fits what is already held.
+                        let held = r.bytes().saturating_sub(RECORD_ROOM) / BODY_FACTOR;
+                        room = held.saturating_sub(body.len());
+                        body.extend_from_slice(&chunk[..room.min(chunk.len())]);
+                        truncated = true;
+                        break;
+                    }
+                }
                 if chunk.len() > room {
                     body.extend_from_slice(&chunk[..room]);
                     truncated = true;
@@ -228,6 +270,7 @@ pub async fn get(
             headers,
             body: None,
             truncated: false,
+            reservation: None,
         });
     }
     Ok(Response {
@@ -235,6 +278,7 @@ pub async fn get(
         headers,
         body: Some(body),
         truncated,
+        reservation,
     })
 }
 

@@ -16,8 +16,10 @@
 //! - `robots.rs` — the robots.txt cache;
 //! - `client.rs` — the HTTP client and the SSRF guard in its resolver;
 //! - `fetch.rs` — one GET with a body cap;
+//! - `memory.rs` — the byte budget of the pages in memory;
 //! - `charset.rs` — body to UTF-8;
 //! - `links.rs` — link extraction;
+//! - `sitemap.rs` — the URLs a sitemap lists (XML, index, text, gzip);
 //! - `seen.rs` — links emitted recently, not sent again.
 //!
 //! [`CrawlUrl`]: sluice_topics::CrawlUrl
@@ -29,10 +31,12 @@ mod clock;
 mod crawler;
 mod fetch;
 mod links;
+mod memory;
 mod politeness;
 mod robots;
 mod seen;
 mod settings;
+mod sitemap;
 
 use std::sync::Arc;
 use std::time::Duration;

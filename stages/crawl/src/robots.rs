@@ -6,7 +6,8 @@
 //! - 429, 5xx, network errors: everything disallowed while it is retried (§2.3.1.4); the
 //!   verdict is cached briefly so a burst of URLs does not hammer the host.
 //!
-//! Concurrent URLs of one origin wait for a single fetch instead of each fetching it.
+//! Concurrent URLs of one origin wait for a single fetch instead of each fetching it. The
+//! lookup that fetched the file also hands on its `Sitemap:` lines, once per fetch.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,18 @@ pub enum Verdict {
     /// The host's address is refused by the SSRF guard.
     Blocked(String),
 }
+
+/// A verdict, and the `Sitemap:` lines of the file if this lookup fetched it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lookup {
+    /// What the file says about the URL.
+    pub verdict: Verdict,
+    /// The file's `Sitemap:` URLs when this lookup fetched it (empty for a cached file).
+    pub sitemaps: Vec<String>,
+}
+
+/// Sitemap lines taken from one robots.txt at most.
+const MAX_SITEMAP_LINES: usize = 64;
 
 /// The outcome of fetching one robots.txt.
 pub enum RobotsFile {
@@ -95,7 +108,7 @@ impl RobotsCache {
     }
 
     /// The verdict for `url`, calling `fetch` for the origin's robots.txt if it is not cached.
-    pub async fn verdict<F, Fut>(&self, url: &Url, fetch: F) -> Verdict
+    pub async fn verdict<F, Fut>(&self, url: &Url, fetch: F) -> Lookup
     where
         F: FnOnce(Url) -> Fut,
         Fut: std::future::Future<Output = RobotsFile>,
@@ -116,16 +129,24 @@ impl RobotsCache {
         let mut guard = slot.lock().await;
         if let Some(c) = guard.as_ref() {
             if c.expires > Instant::now() {
-                return verdict(&c.rules, url);
+                return Lookup {
+                    verdict: verdict(&c.rules, url),
+                    sitemaps: Vec::new(),
+                };
             }
         }
         let mut robots_url = url.clone();
         robots_url.set_path("/robots.txt");
         robots_url.set_query(None);
         robots_url.set_fragment(None);
+        let mut sitemaps = Vec::new();
         let (rules, ttl) = match fetch(robots_url).await {
             RobotsFile::Body(body) => match Robot::new(&self.token, &body) {
-                Ok(robot) => (Rules::Parsed(Box::new(robot)), self.ttl),
+                Ok(mut robot) => {
+                    sitemaps = std::mem::take(&mut robot.sitemaps);
+                    sitemaps.truncate(MAX_SITEMAP_LINES);
+                    (Rules::Parsed(Box::new(robot)), self.ttl)
+                }
                 // An unparsable file is treated like a missing one, as browsers of robots do.
                 Err(_) => (Rules::All, self.ttl),
             },
@@ -139,7 +160,10 @@ impl RobotsCache {
             rules,
             expires: Instant::now() + ttl,
         });
-        v
+        Lookup {
+            verdict: v,
+            sitemaps,
+        }
     }
 }
 
@@ -178,7 +202,7 @@ mod tests {
         s.parse().unwrap()
     }
 
-    const FILE: &[u8] = b"User-agent: OtherBot\nDisallow: /\n\nUser-agent: *\nDisallow: /private/\nAllow: /private/open\nCrawl-delay: 2\n";
+    const FILE: &[u8] = b"Sitemap: http://s.test/sitemap.xml\nUser-agent: OtherBot\nDisallow: /\n\nUser-agent: *\nDisallow: /private/\nAllow: /private/open\nCrawl-delay: 2\n";
 
     #[tokio::test]
     async fn rules_and_crawl_delay_apply_and_the_file_is_fetched_once() {
@@ -190,22 +214,38 @@ mod tests {
             async { RobotsFile::Body(FILE.to_vec()) }
         };
         assert_eq!(
-            cache.verdict(&url("http://s.test/a?b=1"), fetch).await,
+            cache
+                .verdict(&url("http://s.test/a?b=1"), fetch)
+                .await
+                .verdict,
             Verdict::Allowed {
                 crawl_delay: Some(Duration::from_secs(2))
             }
         );
         assert_eq!(
-            cache.verdict(&url("http://s.test/private/x"), fetch).await,
+            cache
+                .verdict(&url("http://s.test/private/x"), fetch)
+                .await
+                .verdict,
             Verdict::Disallowed
         );
         assert!(matches!(
             cache
                 .verdict(&url("http://s.test/private/open"), fetch)
-                .await,
+                .await
+                .verdict,
             Verdict::Allowed { .. }
         ));
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        // The sitemap lines come with the lookup that fetched the file, and only with it.
+        let first = RobotsCache::new("SluiceBot", Duration::from_secs(60), Duration::from_secs(1));
+        let fetched = first.verdict(&url("http://s.test/"), fetch).await;
+        assert_eq!(fetched.sitemaps, ["http://s.test/sitemap.xml"]);
+        assert!(first
+            .verdict(&url("http://s.test/b"), fetch)
+            .await
+            .sitemaps
+            .is_empty());
         assert_eq!(
             cache.cached(&url("http://s.test/private/y")),
             Some(Verdict::Disallowed)
@@ -223,19 +263,22 @@ mod tests {
         );
         let v = cache
             .verdict(&url("http://a.test/x"), |_| async { RobotsFile::Missing })
-            .await;
+            .await
+            .verdict;
         assert_eq!(v, Verdict::Allowed { crawl_delay: None });
         let v = cache
             .verdict(&url("http://b.test/x"), |_| async {
                 RobotsFile::Unavailable("503".into())
             })
-            .await;
+            .await
+            .verdict;
         assert!(matches!(v, Verdict::Unavailable(_)));
         // The failure is cached briefly, then fetched again.
         tokio::time::sleep(Duration::from_millis(80)).await;
         let v = cache
             .verdict(&url("http://b.test/x"), |_| async { RobotsFile::Missing })
-            .await;
+            .await
+            .verdict;
         assert_eq!(v, Verdict::Allowed { crawl_delay: None });
     }
 }

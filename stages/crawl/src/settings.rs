@@ -30,6 +30,12 @@ pub struct Settings {
     pub max_retry_after: HumanDuration,
     /// Requests in flight per process, across all domains.
     pub fetch_concurrency: usize,
+    /// Bytes of pages in memory at most: each request reserves four times its body's bytes
+    /// as they arrive (the body and its decoded text) and encodes its record within that;
+    /// requests wait for room, and a body without room in time is cut and flagged truncated.
+    /// Half of it (at least one body of `max_body`) is for bodies over 64 KiB, the rest for
+    /// smaller ones. At least four times `max_body` plus 288 KiB.
+    pub max_fetch_memory: ByteSize,
     /// Page records produced but not yet acknowledged by the broker, in bytes; fetching
     /// waits when they reach this.
     pub max_pending: ByteSize,
@@ -70,6 +76,14 @@ pub struct Settings {
     /// memcached); beyond it a URL's page record says `domain_budget_exhausted`. Bounds what a
     /// crawler trap or a URL explosion can cost. 0: no limit.
     pub max_pages_per_domain: u64,
+    /// URLs passed on from sitemaps (robots.txt `Sitemap:` lines, sitemap indexes, and
+    /// sitemaps submitted to url-in) per registrable domain per recrawl interval, across
+    /// replicas. 0: robots.txt sitemaps are not followed.
+    pub max_sitemap_urls: u64,
+    /// A sitemap is read up to this many bytes, downloaded and again decompressed (the
+    /// protocol allows 50 MB; a larger file is read in part and its page record flagged
+    /// truncated).
+    pub max_sitemap_bytes: ByteSize,
     /// Links remembered per process so a link emitted within `recrawl_after` is not sent to
     /// url-in again (about 20 bytes each; 0 sends every link of every page).
     pub link_cache: usize,
@@ -116,6 +130,7 @@ impl Default for Settings {
             max_retry_after: secs(120),
             fetch_concurrency: 128,
             max_pending: ByteSize(2 << 20),
+            max_fetch_memory: ByteSize(128 << 20),
             per_domain_concurrency: 2,
             min_delay: secs(1),
             max_domain_wait: secs(10),
@@ -132,6 +147,8 @@ impl Default for Settings {
             respect_nofollow: true,
             max_links_per_page: 5000,
             max_pages_per_domain: 100_000,
+            max_sitemap_urls: 50_000,
+            max_sitemap_bytes: ByteSize(10 << 20),
             link_cache: 200_000,
             key_prefix: None,
             recrawl_after: None,
@@ -157,6 +174,18 @@ impl Settings {
                 "max_domain_backlog",
                 "max_domain_backlog must be at least 1",
             );
+        }
+        let needed = crate::memory::MemoryBudget::minimum(self.max_body.0 as usize) as u64;
+        if self.max_fetch_memory.0 < needed {
+            return Err((
+                "max_fetch_memory",
+                format!(
+                    "max_fetch_memory must be at least {needed} bytes: room for one body of \
+                     max_body ({} times it, plus {} KiB) and one small page",
+                    crate::memory::BODY_FACTOR,
+                    crate::memory::RECORD_ROOM >> 10
+                ),
+            ));
         }
         if self.fetch_attempts == 0 {
             return fail("fetch_attempts", "fetch_attempts must be at least 1");

@@ -1,4 +1,5 @@
-//! Request bodies: a JSON array (strings or `{"url", "depth"}` objects) or text lines.
+//! Request bodies: a JSON array (strings or `{"url", "depth", "sitemap"}` objects) or text
+//! lines.
 
 use serde::{Deserialize, Serialize};
 use sluice_topics::UrlIn;
@@ -26,21 +27,34 @@ pub struct Parsed {
     pub rejected: Vec<Rejected>,
 }
 
+/// One submitted URL.
 #[derive(Deserialize)]
 struct Object {
     url: String,
     #[serde(default)]
     depth: u32,
+    /// A sitemap, whose listed URLs are crawled (see [`UrlIn::sitemap`]).
+    #[serde(default)]
+    sitemap: bool,
 }
 
-/// One JSON array item: a URL string or `{"url", "depth"}`; anything else is rejected alone.
-fn item(v: serde_json::Value) -> Result<(String, u32), String> {
+impl Object {
+    fn url(url: String) -> Self {
+        Self {
+            url,
+            depth: 0,
+            sitemap: false,
+        }
+    }
+}
+
+/// One JSON array item: a URL string or `{"url", "depth", "sitemap"}`; anything else is
+/// rejected alone.
+fn item(v: serde_json::Value) -> Result<Object, String> {
     match v {
-        serde_json::Value::String(u) => Ok((u, 0)),
-        v @ serde_json::Value::Object(_) => serde_json::from_value::<Object>(v)
-            .map(|o| (o.url, o.depth))
-            .map_err(|e| {
-                format!("item must be a URL string or {{\"url\": ..., \"depth\": n}}: {e}")
+        serde_json::Value::String(u) => Ok(Object::url(u)),
+        v @ serde_json::Value::Object(_) => serde_json::from_value::<Object>(v).map_err(|e| {
+                format!("item must be a URL string or {{\"url\": ..., \"depth\": n, \"sitemap\": bool}}: {e}")
             }),
         other => Err(format!("item must be a URL string or object, not {other}")),
     }
@@ -60,14 +74,14 @@ pub fn parse_body(body: &[u8], json: bool, max_url_length: usize) -> Result<Pars
         ..NormalizeOptions::default()
     };
     let mut parsed = Parsed::default();
-    let items: Vec<(usize, String, u32)> = if json || text.trim_start().starts_with('[') {
+    let items: Vec<(usize, Object)> = if json || text.trim_start().starts_with('[') {
         let values: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| {
             format!("body must be a JSON array of URL strings or {{\"url\": ...}} objects: {e}")
         })?;
         let mut items = Vec::with_capacity(values.len());
         for (i, v) in values.into_iter().enumerate() {
             match item(v) {
-                Ok((u, d)) => items.push((i, u, d)),
+                Ok(o) => items.push((i, o)),
                 Err(reason) => parsed.rejected.push(Rejected {
                     position: i,
                     url: String::new(),
@@ -80,16 +94,26 @@ pub fn parse_body(body: &[u8], json: bool, max_url_length: usize) -> Result<Pars
     } else {
         text.lines()
             .enumerate()
-            .map(|(i, l)| (i + 1, l.trim().to_string(), 0))
-            .filter(|(_, l, _)| !l.is_empty() && !l.starts_with('#'))
+            .map(|(i, l)| (i + 1, l.trim()))
+            .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+            .map(|(i, l)| (i, Object::url(l.to_string())))
             .collect()
     };
-    for (position, url, depth) in items {
+    for (
+        position,
+        Object {
+            url,
+            depth,
+            sitemap,
+        },
+    ) in items
+    {
         match normalize(&url, &opts) {
             Ok(_) => parsed.accepted.push(UrlIn {
                 url: url.trim().to_string(),
                 depth,
                 source: None,
+                sitemap,
             }),
             Err(r) => parsed.rejected.push(Rejected {
                 position,
@@ -125,13 +149,15 @@ mod tests {
     #[test]
     fn json_strings_and_objects() {
         let p = parse_body(
-            br#"["https://a.org/", {"url": "http://b.org/x", "depth": 2}, "javascript:alert(1)"]"#,
+            br#"["https://a.org/", {"url": "http://b.org/x", "depth": 2}, "javascript:alert(1)",
+                {"url": "http://b.org/sitemap.xml", "sitemap": true}]"#,
             true,
             2048,
         )
         .unwrap();
-        assert_eq!(p.accepted.len(), 2);
+        assert_eq!(p.accepted.len(), 3);
         assert_eq!(p.accepted[1].depth, 2);
+        assert!(!p.accepted[1].sitemap && p.accepted[2].sitemap);
         assert_eq!(p.rejected.len(), 1);
         assert_eq!(p.rejected[0].position, 2);
     }

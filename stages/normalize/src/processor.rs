@@ -76,6 +76,7 @@ impl Processor for NormalizeDedup {
             source: input.source,
             queued_at_ms: now_ms(),
             validators,
+            sitemap: input.sitemap,
         };
         out.send_keyed(&self.output, next.domain.as_bytes(), next.encode())
             .await
