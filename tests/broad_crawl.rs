@@ -1,5 +1,5 @@
-//! A broad crawl on the fixture web server, every stage in one process on the embedded bus:
-//! a hundred polite, quick registrable domains crawled at once beside the hosts that make a
+//! A broad crawl on the fixture web server, every stage in one process, on the test servers
+//! (tansu, memcached, etcd) and on the embedded bus: a hundred polite, quick registrable domains crawled at once beside the hosts that make a
 //! crawler's life hard — a slow one (Crawl-delay, many links), five that redirect every URL to
 //! another host, a black hole (accepts and never answers), a refused port, a robots.txt that
 //! answers 503, a crawler trap (an endless calendar) and a 20 MiB page.
@@ -14,13 +14,22 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::crawl::{crawl_until_idle, frontier_pipeline};
+use common::crawl::{crawl_until_idle, frontier_pipeline, real_frontier_pipeline};
 use common::web::{black_hole, FixtureWeb};
 
 const QUICK: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_domains_finish_at_their_pace_whatever_the_hostile_ones_do() {
+    broad_crawl(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_real_broker_memcached_and_etcd_too() {
+    broad_crawl(true).await;
+}
+
+async fn broad_crawl(real_servers: bool) {
     let web = FixtureWeb::start().await;
     let hole = black_hole().await;
     let refused = common::free_port();
@@ -42,7 +51,11 @@ async fn quick_domains_finish_at_their_pace_whatever_the_hostile_ones_do() {
         "{}      blackhole.test: \"{hole}\"\n      refused.test: \"127.0.0.1:{refused}\"\n",
         web.resolve_yaml(&hosts, 6)
     );
-    let yaml = frontier_pipeline("broad", crawl_settings, &resolve);
+    let yaml = if real_servers {
+        real_frontier_pipeline(&common::unique("broad"), crawl_settings, &resolve)
+    } else {
+        frontier_pipeline("broad", crawl_settings, &resolve)
+    };
     let started = Instant::now();
     let mut seeds: Vec<String> = quick
         .iter()

@@ -1,5 +1,6 @@
-//! Crawls on the embedded bus against the fixture web server: the stage kinds they need, the
-//! frontier pipeline (normalize → crawl ⇄ delay), and a run until every group is idle.
+//! Crawls against the fixture web server, on the embedded bus or on the test servers (tansu,
+//! memcached, etcd): the stage kinds they need, the frontier pipeline (normalize → crawl ⇄
+//! delay), and a run until every group is idle.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -62,9 +63,79 @@ stages:
     )
 }
 
-/// Runs `yaml` from `seeds` (sent to `url-in`) until every group has been idle for 2 s, or
-/// fails after `limit`. Returns the page records by URL, checking that each URL has one and
-/// that pages are keyed by domain, and every record crawl took in from `urls`.
+/// [`frontier_pipeline`] on the test servers: tansu, memcached and etcd, with topics (and the
+/// recrawl clock's keys) named after `id`.
+pub fn real_frontier_pipeline(id: &str, crawl: &str, resolve: &str) -> String {
+    let stages = format!(
+        r#"  normalize:
+    kind: normalize-dedup
+    input: url-in-{id}
+    output: urls-{id}
+    key_prefix: "{id}:"
+  crawl:
+    kind: crawl
+    input: urls-{id}
+    output: pages-{id}
+    discovered: url-in-{id}
+    deferred: deferred-{id}
+    feedback: [url-in-{id}]
+    allow_private_addresses: true
+{crawl}    resolve:
+{resolve}  delay:
+    kind: delay
+    input: deferred-{id}
+    output: urls-{id}
+    feedback: [urls-{id}]
+"#
+    );
+    super::pipeline::Head::new(id)
+        .memcached()
+        .etcd()
+        .topic("url-in", "partitions: 4")
+        .topic("urls", "partitions: 4")
+        .topic("deferred", "partitions: 2")
+        .topic("pages", "partitions: 4")
+        .stages(&stages)
+}
+
+/// Starts `p`: on the embedded bus with in-memory services for `broker: memory`, else on the
+/// broker and services it names, its topics created first.
+async fn start(p: sluice_config::Pipeline) -> sluice_runtime::runner::Running {
+    use sluice_runtime::connect;
+    if p.broker.value == sluice_config::Broker::Memory {
+        return super::start_embedded(p, &registry(), None).await;
+    }
+    let p = std::sync::Arc::new(p);
+    let bus = connect::bus(&p).expect("the pipeline's broker");
+    bus.create_topics(&connect::topic_specs(&p))
+        .await
+        .expect("create topics");
+    let services = sluice_runtime::services::Services::from_pipeline(&p)
+        .await
+        .expect("the pipeline's services");
+    let options = sluice_runtime::runner::RunOptions {
+        stages: vec![],
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    sluice_runtime::runner::start_on(bus, services, p, &registry(), options, shutdown)
+        .await
+        .expect("stages start")
+}
+
+/// The topic of stage `stage`'s input, or of its output port `port`.
+fn topic_of(p: &sluice_config::Pipeline, stage: &str, port: Option<&str>) -> String {
+    let s = &p.stages[stage];
+    let t = match port {
+        None => s.input.as_ref().expect("the stage has an input"),
+        Some(port) => &s.outputs[port],
+    };
+    t.value.clone()
+}
+
+/// Runs `yaml` from `seeds` (sent to normalize's input) until every group has been idle for
+/// 2 s, or fails after `limit`. Returns the page records by URL, checking that each URL has
+/// one and that pages are keyed by domain, and every record crawl took in from its input.
 pub async fn crawl_until_idle(
     yaml: &str,
     seeds: &[&str],
@@ -73,12 +144,15 @@ pub async fn crawl_until_idle(
     let (p, _) =
         sluice_config::load_str_validated(yaml, "fixture.yaml", &[], &|_| None, &registry())
             .unwrap_or_else(|d| panic!("{d}"));
-    let running = super::start_embedded(p, &registry(), None).await;
+    let url_in = topic_of(&p, "normalize", None);
+    let urls_topic = topic_of(&p, "crawl", None);
+    let pages_topic = topic_of(&p, "crawl", Some("output"));
+    let running = start(p).await;
     let (bus, token) = (running.bus.clone(), running.shutdown.clone());
     let producer = bus.producer().unwrap();
     for s in seeds {
         producer
-            .send(OutRecord::new("url-in", s.as_bytes().to_vec()))
+            .send(OutRecord::new(&url_in, s.as_bytes().to_vec()))
             .await
             .unwrap();
     }
@@ -97,8 +171,8 @@ pub async fn crawl_until_idle(
         }
     }
     assert!(idle_for >= 20, "the crawl did not finish within {limit:?}");
-    let pages = super::read_all(&bus, "pages", Duration::from_secs(5)).await;
-    let urls = super::read_all(&bus, "urls", Duration::from_secs(5)).await;
+    let pages = super::read_all(&bus, &pages_topic, Duration::from_secs(5)).await;
+    let urls = super::read_all(&bus, &urls_topic, Duration::from_secs(5)).await;
     token.cancel();
     running.wait().await.unwrap();
     let mut by_url = HashMap::new();

@@ -1,8 +1,8 @@
 //! # delay
 //!
-//! Reads records that a stage deferred (each with its due time in the
-//! [`NOT_BEFORE`](sluice_runtime::deferral::NOT_BEFORE) header) and passes each back to its
-//! output topic, key, value and other headers unchanged, once it is due. The crawl frontier
+//! Reads records that a stage deferred (each value framed with its due time, see
+//! [`deferral`](sluice_runtime::deferral)) and passes each back to its output topic, key,
+//! headers and value as they were, once it is due. The crawl frontier
 //! defers URLs of busy domains through it; it knows nothing of URLs.
 //!
 //! A record waits in the stage (a task and the record, about a kilobyte) and its partition's
@@ -29,7 +29,7 @@ pub use hold::Hold;
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Longest a record is held, whatever its due time says (default `1h`): a clock far off
-    /// or a bad header cannot park a record for days.
+    /// or a bad due time cannot park a record for days.
     pub max_hold: HumanDuration,
 }
 
