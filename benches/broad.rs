@@ -6,7 +6,8 @@
 //! fixture in the same run.
 //!
 //! Run with `benches/run.sh --bench broad`. Settings: SLUICE_BENCH_DOMAINS (default 1000),
-//! SLUICE_BENCH_SLOW (default 10), SLUICE_BENCH_LIMIT (seconds a crawler gets, default 240).
+//! SLUICE_BENCH_SLOW (default 10), SLUICE_BENCH_LIMIT (seconds a crawler gets, default 240),
+//! SLUICE_BENCH_SCRAPY (0 skips Scrapy).
 //!
 //! What it prints, for each crawler, from the server's own log of requests:
 //! - pages/s over the ideal time (20 pages at 1 s each) against the politeness bound, the
@@ -191,6 +192,14 @@ impl Fixture {
             .filter(|gap| *gap < Duration::from_millis(SLOW_DELAY * 1000 * 95 / 100))
             .count();
         println!("{name}:");
+        // Pages fetched in each second of the first 40, to see ramp-up and stalls.
+        let mut per_second = [0usize; 40];
+        for t in log.hits.values().flatten() {
+            if let Some(n) = per_second.get_mut((*t - start).as_secs() as usize) {
+                *n += 1;
+            }
+        }
+        println!("  pages per second: {per_second:?}");
         println!(
             "  pages/s in the first {}s: {rate:7.1} of a politeness bound of {bound:.1} ({:.0}%)",
             ideal.as_secs(),
@@ -243,16 +252,18 @@ fn pipeline_yaml(id: &str, hosts: &[String], web: SocketAddr) -> String {
     per_domain_concurrency: 2
     min_delay: {}s
     max_depth: 3
-    resolve:
+{extra}    resolve:
 {resolve}  delay:
     kind: delay
     input: deferred-{id}
     output: urls-{id}
     feedback: [urls-{id}]
 "#,
-        DELAY.as_secs()
+        DELAY.as_secs(),
+        extra = std::env::var("SLUICE_BENCH_CRAWL").unwrap_or_default(),
     );
     Head::new(id)
+        .broker_options(&std::env::var("SLUICE_BENCH_BROKER_OPTIONS").unwrap_or_default())
         .memcached()
         .etcd()
         .topic("url-in", "partitions: 8")
@@ -387,6 +398,8 @@ async fn main() {
         DELAY.as_secs()
     );
     sluice(&fixture, web, &normal, &slow, limit).await;
-    fixture.reset();
-    scrapy(&fixture, web, &normal, &slow, limit).await;
+    if setting("SLUICE_BENCH_SCRAPY", 1) == 1 {
+        fixture.reset();
+        scrapy(&fixture, web, &normal, &slow, limit).await;
+    }
 }

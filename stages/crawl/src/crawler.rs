@@ -43,6 +43,7 @@ use crate::links;
 use crate::memory::{MemoryBudget, Reservation, RECORD_ROOM};
 use crate::politeness::{DomainPermit, Politeness};
 use crate::robots::{Lookup, RobotsCache, RobotsFile, Verdict};
+use crate::schedule::Schedule;
 use crate::seen::SeenLinks;
 use crate::settings::{Scope, Settings};
 use crate::sitemap;
@@ -78,6 +79,8 @@ pub struct Crawler {
     seen: SeenLinks,
     /// Bytes of the pages in memory (`max_fetch_memory`).
     memory: MemoryBudget,
+    /// When deferred URLs come back, per domain.
+    schedule: Schedule,
 }
 
 /// What the attempts at one URL learn besides its page.
@@ -160,6 +163,7 @@ impl Crawler {
             settings.fetch_backoff.0,
         );
         Self {
+            schedule: Schedule::default(),
             memory: MemoryBudget::new(
                 settings.max_fetch_memory.0 as usize,
                 settings.max_body.0 as usize,
@@ -219,9 +223,10 @@ impl Crawler {
         if outlook.waiting < self.settings.max_domain_backlog && outlook.wait <= max_wait {
             return None;
         }
-        // Back when its turn should be near; a busy domain is looked at again no sooner than
-        // `max_domain_wait`, so that a deferred URL does not cycle.
-        Some(outlook.wait.saturating_sub(max_wait / 2).max(max_wait))
+        // Back when its turn should be near, and no sooner than `max_domain_wait`; after the
+        // domain's other deferred URLs, one turn apart (`schedule.rs`).
+        let earliest = outlook.wait.saturating_sub(max_wait / 2).max(max_wait);
+        Some(self.schedule.defer(&item.domain, earliest, outlook.pace))
     }
 
     /// Why `item` may not be fetched, if its domain has used up `max_pages_per_domain` in

@@ -13,6 +13,7 @@
 //!   the page budget, retries, redirects, conditional recrawls, the page record;
 //! - `politeness.rs` — domain queues, etcd slots, host turns, request permits, and the
 //!   outlook of a domain the frontier decides by;
+//! - `schedule.rs` — when a deferred URL comes back;
 //! - `robots.rs` — the robots.txt cache;
 //! - `client.rs` — the HTTP client and the SSRF guard in its resolver;
 //! - `fetch.rs` — one GET with a body cap;
@@ -34,6 +35,7 @@ mod links;
 mod memory;
 mod politeness;
 mod robots;
+mod schedule;
 mod seen;
 mod settings;
 mod sitemap;
