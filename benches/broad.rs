@@ -35,7 +35,6 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::Response;
 use sluice_bus::OutRecord;
-use support::pipeline::Head;
 
 /// Pages of a normal domain: a home page linking to the others.
 const PAGES: usize = 20;
@@ -230,47 +229,19 @@ impl Fixture {
 // ---------------------------------------------------------------------------------------------
 // Sluice: normalize, crawl and delay, each its own process.
 
+/// The shipped frontier (normalize → crawl ⇄ delay) on the test servers, at pipeline.yaml's
+/// politeness (`min_delay` 1 s, 2 per domain, depth 3); SLUICE_BENCH_CRAWL adds crawl settings.
 fn pipeline_yaml(id: &str, hosts: &[String], web: SocketAddr) -> String {
-    let mut resolve = String::new();
-    for h in hosts {
-        resolve.push_str(&format!("      {h}: {web}\n"));
-    }
-    let stages = format!(
-        r#"  normalize:
-    kind: normalize-dedup
-    input: url-in-{id}
-    output: urls-{id}
-    key_prefix: "{id}:"
-  crawl:
-    kind: crawl
-    input: urls-{id}
-    output: pages-{id}
-    discovered: url-in-{id}
-    deferred: deferred-{id}
-    feedback: [url-in-{id}]
-    allow_private_addresses: true
-    per_domain_concurrency: 2
-    min_delay: {}s
-    max_depth: 3
-{extra}    resolve:
-{resolve}  delay:
-    kind: delay
-    input: deferred-{id}
-    output: urls-{id}
-    feedback: [urls-{id}]
-"#,
+    let resolve: String = hosts
+        .iter()
+        .map(|h| format!("      {h}: {web}\n"))
+        .collect();
+    let crawl = format!(
+        "    per_domain_concurrency: 2\n    min_delay: {}s\n    max_depth: 3\n{}",
         DELAY.as_secs(),
-        extra = std::env::var("SLUICE_BENCH_CRAWL").unwrap_or_default(),
+        std::env::var("SLUICE_BENCH_CRAWL").unwrap_or_default()
     );
-    Head::new(id)
-        .broker_options(&std::env::var("SLUICE_BENCH_BROKER_OPTIONS").unwrap_or_default())
-        .memcached()
-        .etcd()
-        .topic("url-in", "partitions: 8")
-        .topic("urls", "partitions: 8")
-        .topic("deferred", "partitions: 8")
-        .topic("pages", "partitions: 8")
-        .stages(&stages)
+    support::crawl::real_frontier_pipeline(id, &crawl, &resolve)
 }
 
 /// Stops a process with `signal` and waits for it.

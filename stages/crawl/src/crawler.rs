@@ -645,8 +645,14 @@ impl Crawler {
         };
         let mut cap = self.settings.max_sitemap_bytes.0 as usize;
         if let Some(r) = memory {
-            // The decompressed text and the URLs read from it, beside the raw body.
-            if !r.try_grow_to(body.len() + 2 * cap) {
+            // The text (decompressed from a gzip file, up to the cap) and the URLs read from
+            // it, beside the raw body.
+            let text = if sitemap::is_gzip(&body) {
+                cap
+            } else {
+                body.len()
+            };
+            if !r.try_grow_to(body.len() + 2 * text) {
                 cap = r.bytes().saturating_sub(body.len()) / 2;
             }
         }

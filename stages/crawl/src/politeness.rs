@@ -46,11 +46,13 @@ pub struct Politeness {
     idle: Mutex<HashMap<String, Vec<(Slot, Instant)>>>,
 }
 
-/// A host's schedule: its next free turn and the delay between turns last applied.
+/// A host's schedule: its next free turn, the delay between turns last applied, and when a
+/// request last went.
 #[derive(Clone, Copy)]
 struct Turns {
     next: Instant,
     delay: Duration,
+    sent: Option<Instant>,
 }
 
 /// What a new task for a domain would meet: see [`Politeness::outlook`].
@@ -226,15 +228,44 @@ impl Politeness {
             if hosts.len() >= HOSTS_SWEEP_AT {
                 hosts.retain(|_, t| t.next > now);
             }
-            let turns = hosts
-                .entry(host.to_string())
-                .or_insert(Turns { next: now, delay });
+            let turns = hosts.entry(host.to_string()).or_insert(Turns {
+                next: now,
+                delay,
+                sent: None,
+            });
             let start = turns.next.max(now);
             turns.next = start + delay;
             turns.delay = delay;
             start
         };
         tokio::time::sleep_until(start).await;
+    }
+
+    /// Marks a request to `host` as going now, first waiting until `delay` has passed since
+    /// the previous one went. A turn is reserved before the request permit is taken, so a
+    /// request that waited for a permit goes late, and the one after it would follow too
+    /// closely; this holds the spacing between the requests themselves.
+    async fn mark_sent(&self, host: &str, delay: Duration) {
+        loop {
+            let wait = {
+                let mut hosts = self.hosts.lock().expect("hosts lock");
+                let now = Instant::now();
+                let turns = hosts.entry(host.to_string()).or_insert(Turns {
+                    next: now,
+                    delay,
+                    sent: None,
+                });
+                match turns.sent.map(|at| at + delay) {
+                    Some(free) if free > now => free - now,
+                    _ => {
+                        turns.sent = Some(now);
+                        turns.next = turns.next.max(now + delay);
+                        return;
+                    }
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
     }
 
     fn leave(&self, domain: &str) {
@@ -266,12 +297,15 @@ impl DomainPermit {
     /// permit. Hold the returned permit until the response is read.
     pub async fn request(&self, host: &str, delay: Duration) -> OwnedSemaphorePermit {
         self.politeness.wait_turn(host, delay).await;
-        self.politeness
+        let permit = self
+            .politeness
             .requests
             .clone()
             .acquire_owned()
             .await
-            .expect("request semaphore is never closed")
+            .expect("request semaphore is never closed");
+        self.politeness.mark_sent(host, delay).await;
+        permit
     }
 
     /// Gives the slot back: kept a moment for the domain's next request in this process,
@@ -361,6 +395,34 @@ mod tests {
             "{waited:?}"
         );
         drop(other);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_went_late_still_leaves_a_full_delay_before_the_next() {
+        // One request permit: the first request holds it past its turn, as a busy process's
+        // requests do; the second must still go a full delay after the first went.
+        let p = Politeness::new(Slots::in_memory(), limits(2, 1, 100));
+        let blocker = p.requests.clone().acquire_owned().await.unwrap();
+        let permit = p.enter("d.test").await.unwrap();
+        let first = {
+            let permit = &permit;
+            async move {
+                let r = permit.request("h.d.test", Duration::from_millis(100)).await;
+                (std::time::Instant::now(), r)
+            }
+        };
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            drop(blocker);
+        };
+        let ((went, r), ()) = tokio::join!(first, release);
+        drop(r);
+        let _second = permit.request("h.d.test", Duration::from_millis(100)).await;
+        assert!(
+            went.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            went.elapsed()
+        );
     }
 
     #[tokio::test]

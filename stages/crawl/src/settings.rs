@@ -78,7 +78,7 @@ pub struct Settings {
     pub max_pages_per_domain: u64,
     /// URLs passed on from sitemaps (robots.txt `Sitemap:` lines, sitemap indexes, and
     /// sitemaps submitted to url-in) per registrable domain per recrawl interval, across
-    /// replicas. 0: robots.txt sitemaps are not followed.
+    /// replicas. 0: sitemaps pass nothing on, and robots.txt sitemaps are not followed.
     pub max_sitemap_urls: u64,
     /// A sitemap is read up to this many bytes, downloaded and again decompressed (the
     /// protocol allows 50 MB; a larger file is read in part and its page record flagged

@@ -44,7 +44,7 @@ pub enum SitemapError {
 
 /// The entries of a sitemap `body`, decompressed (if it is a gzip file) up to `max_bytes`.
 pub fn read(body: &[u8], max_bytes: usize) -> Result<Listing, SitemapError> {
-    let (text, cut) = if body.starts_with(&[0x1f, 0x8b]) {
+    let (text, cut) = if is_gzip(body) {
         let (text, cut) = gunzip(body, max_bytes)?;
         (Cow::Owned(text), cut)
     } else {
@@ -59,6 +59,11 @@ pub fn read(body: &[u8], max_bytes: usize) -> Result<Listing, SitemapError> {
     };
     listing.truncated |= cut;
     Ok(listing)
+}
+
+/// Whether `body` is a gzip file (by its magic bytes).
+pub fn is_gzip(body: &[u8]) -> bool {
+    body.starts_with(&[0x1f, 0x8b])
 }
 
 /// Decompresses a gzip file, stopping at `max_bytes`; also says whether it stopped there.
