@@ -123,8 +123,9 @@ impl StageKind for Kind {
 
     fn default_concurrency(&self) -> usize {
         // URLs in flight, most of them parked in their domain's queue at the cost of a
-        // future each; `fetch_concurrency` bounds the requests (and bodies) in memory.
-        // Many in flight keep one big domain from filling the stage while others wait.
+        // future each; `fetch_concurrency` bounds the requests and `max_fetch_memory` their
+        // bodies. The frontier parks a few URLs per domain (`max_domain_wait`), so this many
+        // keep about a thousand domains going at once in one process.
         4096
     }
 
