@@ -65,7 +65,7 @@ fn beautifulsoup(files: &[PathBuf]) -> (f64, u64) {
             .join("\n"),
     )
     .unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/bs4_anchors.py");
+    let script = support::manifest_dir().join("benches/bs4_anchors.py");
     let out = Command::new("python3")
         .arg(&script)
         .arg(list.path())

@@ -25,7 +25,6 @@ mod support;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -329,7 +328,7 @@ async fn scrapy(
         .map(|h| format!("http://{h}/"))
         .collect();
     std::fs::write(&seeds, urls.join("\n")).unwrap();
-    let spider = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/scrapy_broad.py");
+    let spider = support::manifest_dir().join("benches/scrapy_broad.py");
     let mut child = Command::new("python3")
         .args(["-m", "scrapy", "runspider"])
         .arg(&spider)

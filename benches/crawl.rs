@@ -23,7 +23,7 @@
 #[path = "../tests/common/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -255,7 +255,7 @@ struct ScrapyResult {
 
 fn scrapy(start: &str, concurrency: usize) -> ScrapyResult {
     let out = tempfile::NamedTempFile::new().unwrap();
-    let spider = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/scrapy_baseline.py");
+    let spider = support::manifest_dir().join("benches/scrapy_baseline.py");
     let status = Command::new("python3")
         .args(["-m", "scrapy", "runspider"])
         .arg(&spider)

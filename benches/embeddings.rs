@@ -164,10 +164,7 @@ fn python_baseline(texts: &[String]) -> f64 {
     std::fs::write(file.path(), lines).unwrap();
     let python = std::env::var("SLUICE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/benches/embed_baseline.py"
-        ))
+        .arg(support::manifest_dir().join("benches/embed_baseline.py"))
         .arg(env("SLUICE_MODEL_DIR"))
         .arg(file.path())
         .arg("32")

@@ -38,11 +38,11 @@ fn validate(file: &std::path::Path, extra: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn validate_accepts_the_shipped_pipeline() {
-    common::stdout_of(sluice().args([
-        "validate",
-        "-f",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/pipeline.yaml"),
-    ]));
+    common::stdout_of(
+        sluice()
+            .args(["validate", "-f"])
+            .arg(common::manifest_dir().join("pipeline.yaml")),
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@ use serde_json::Value;
 const PRODUCER_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    common::manifest_dir()
 }
 
 fn parse_stream(text: &str) -> Vec<Value> {

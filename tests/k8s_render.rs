@@ -39,7 +39,7 @@ fn objects(stream: &str) -> BTreeMap<String, Value> {
 }
 
 fn shipped() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline.yaml")
+    common::manifest_dir().join("pipeline.yaml")
 }
 
 #[test]
@@ -223,7 +223,7 @@ fn the_committed_base_is_rendered_from_the_current_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sluice");
     let status = common::sluice()
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(common::manifest_dir())
         .args(["k8s", "render", "-f", "pipeline.yaml", "-o"])
         .arg(&out)
         .output()
@@ -233,7 +233,7 @@ fn the_committed_base_is_rendered_from_the_current_pipeline() {
         "{}",
         String::from_utf8_lossy(&status.stderr)
     );
-    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/base/sluice");
+    let committed = common::manifest_dir().join("k8s/base/sluice");
     // Every file, subdirectories (strimzi-topics/) included, by path relative to the root.
     fn files(root: &Path, dir: &Path, out: &mut Vec<String>) {
         for e in std::fs::read_dir(dir).unwrap() {

@@ -93,6 +93,15 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// The package's directory: as cargo gives it to the running test, else as it was when this
+/// was built. A test binary reused from a shared target directory may have been built in
+/// another clone, which may be gone.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// Writes a pipeline file into `dir`.
 pub fn write_pipeline(dir: &Path, yaml: &str) -> PathBuf {
     let p = dir.join("pipeline.yaml");
