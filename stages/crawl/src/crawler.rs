@@ -601,14 +601,25 @@ impl Crawler {
             .map(|l| l.url.into())
             .collect();
         page.links_out = followable.len() as u32;
-        followable
-            .into_iter()
-            .filter(|u| !self.seen.contains(u))
-            .map(|url| UrlIn {
+        let links = followable.into_iter().map(|url| (url, false));
+        self.unseen(links, item.depth + 1, &page.final_url)
+    }
+
+    /// url-in messages for `urls` (each with whether it is a sitemap), at `depth`, found on
+    /// `source`, leaving out those this process emitted recently.
+    fn unseen(
+        &self,
+        urls: impl IntoIterator<Item = (String, bool)>,
+        depth: u32,
+        source: &str,
+    ) -> Vec<UrlIn> {
+        urls.into_iter()
+            .filter(|(url, _)| !self.seen.contains(url))
+            .map(|(url, sitemap)| UrlIn {
                 url,
-                depth: item.depth + 1,
-                source: Some(page.final_url.clone()),
-                sitemap: false,
+                depth,
+                source: Some(source.to_string()),
+                sitemap,
             })
             .collect()
     }
@@ -681,16 +692,7 @@ impl Crawler {
         }
         self.metrics.event("sitemap_read");
         page.links_out = entries.len() as u32;
-        entries
-            .into_iter()
-            .filter(|(u, _)| !self.seen.contains(u))
-            .map(|(url, sitemap)| UrlIn {
-                url,
-                depth: item.depth,
-                source: Some(page.final_url.clone()),
-                sitemap,
-            })
-            .collect()
+        self.unseen(entries, item.depth, &page.final_url)
     }
 
     /// How many of `wanted` sitemap entries `domain` may still pass on in this recrawl
@@ -723,20 +725,13 @@ impl Crawler {
         {
             return Vec::new();
         }
-        lines
+        let sitemaps = lines
             .into_iter()
             .filter_map(|line| Url::parse(line.trim()).ok())
             .filter(|u| matches!(u.scheme(), "http" | "https"))
             .filter(|u| self.in_scope(u, &item.domain))
-            .map(String::from)
-            .filter(|u| !self.seen.contains(u))
-            .map(|url| UrlIn {
-                url,
-                depth: item.depth + 1,
-                source: Some(item.url.clone()),
-                sitemap: true,
-            })
-            .collect()
+            .map(|u| (String::from(u), true));
+        self.unseen(sitemaps, item.depth + 1, &item.url)
     }
 }
 
