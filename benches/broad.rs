@@ -7,14 +7,18 @@
 //!
 //! Run with `benches/run.sh --bench broad`. Settings: SLUICE_BENCH_DOMAINS (default 1000),
 //! SLUICE_BENCH_SLOW (default 10), SLUICE_BENCH_LIMIT (seconds a crawler gets, default 240),
-//! SLUICE_BENCH_SCRAPY (0 skips Scrapy).
+//! SLUICE_BENCH_SCRAPY (0 skips Scrapy), SLUICE_BENCH_CRAWL (lines added to the crawl stage's
+//! settings), SLUICE_BENCH_BROKER_OPTIONS (`key=value,…` librdkafka settings),
+//! SLUICE_BENCH_KEEP (keep the stages' logs; SLUICE_BENCH_LOG sets their RUST_LOG).
 //!
 //! What it prints, for each crawler, from the server's own log of requests:
 //! - pages/s over the ideal time (20 pages at 1 s each) against the politeness bound, the
 //!   sum over domains of 1 / delay (a domain with work can take one page per delay);
 //! - the time until the last normal domain had all its pages, against that ideal time;
 //! - pages fetched more than once, and requests to a slow domain closer than its Crawl-delay;
-//! - peak RSS (VmHWM) of each process.
+//! - peak RSS (VmHWM) of each process;
+//! - the broker's round trip (produce, then consume), the slowest in each second: when the
+//!   crawl stalls, whether the broker was the cause.
 //!
 //! Goals (issue 12): ≥ 90% of the bound, the last normal domain within 1.5× the ideal time,
 //! peak RSS ≤ 256 MiB per process.
@@ -141,6 +145,18 @@ impl Fixture {
         *self.log.lock().unwrap() = Log::default();
     }
 
+    /// When the first page was fetched.
+    fn first_hit(&self) -> Option<Instant> {
+        self.log
+            .lock()
+            .unwrap()
+            .hits
+            .values()
+            .flatten()
+            .min()
+            .copied()
+    }
+
     /// Normal domains with all their pages fetched.
     fn complete(&self, normal: &[String]) -> usize {
         let log = self.log.lock().unwrap();
@@ -240,7 +256,13 @@ fn pipeline_yaml(id: &str, hosts: &[String], web: SocketAddr) -> String {
         DELAY.as_secs(),
         std::env::var("SLUICE_BENCH_CRAWL").unwrap_or_default()
     );
-    support::crawl::real_frontier_pipeline(id, &crawl, &resolve)
+    let mut yaml = support::crawl::real_frontier_pipeline(id, &crawl, &resolve);
+    let options = support::bench_broker_options();
+    if !options.is_empty() {
+        yaml.push_str("broker_options:\n");
+        yaml.push_str(&options);
+    }
+    yaml
 }
 
 /// Stops a process with `signal` and waits for it.
@@ -260,15 +282,27 @@ async fn sluice(
 ) {
     let id = support::unique("broad");
     let hosts: Vec<String> = normal.iter().chain(slow).cloned().collect();
-    let dir = tempfile::tempdir().unwrap();
-    let file = support::write_pipeline(dir.path(), &pipeline_yaml(&id, &hosts, web));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    // SLUICE_BENCH_KEEP keeps the stages' logs for a look.
+    let _tmp = if std::env::var_os("SLUICE_BENCH_KEEP").is_some() {
+        println!("stage logs in {}", tmp.keep().display());
+        None
+    } else {
+        Some(tmp)
+    };
+    let file = support::write_pipeline(&dir, &pipeline_yaml(&id, &hosts, web));
     support::pipeline::create_topics(&file);
+    let probe = Probe::start(&id).await;
     let mut children: Vec<(&str, Child)> = ["normalize", "crawl", "delay"]
         .into_iter()
         .map(|stage| {
-            let log = std::fs::File::create(dir.path().join(format!("{stage}.log"))).unwrap();
+            let log = std::fs::File::create(dir.join(format!("{stage}.log"))).unwrap();
             let child = support::run_stage(&file, stage)
-                .env("RUST_LOG", "warn")
+                .env(
+                    "RUST_LOG",
+                    std::env::var("SLUICE_BENCH_LOG").unwrap_or("warn".into()),
+                )
                 .stderr(log)
                 .spawn()
                 .unwrap();
@@ -301,6 +335,68 @@ async fn sluice(
         slow,
         &rss,
     );
+    probe.report(fixture.first_hit());
+}
+
+/// Samples the broker's round trip (produce, then consume) every 100 ms during the crawl:
+/// a stall of the crawl that the broker shares shows here.
+struct Probe {
+    samples: Arc<Mutex<Vec<(Instant, Duration)>>>,
+}
+
+impl Probe {
+    async fn start(id: &str) -> Self {
+        let bus = support::kafka_bus();
+        let topic = format!("probe-{id}");
+        support::create_topics_on(&bus, &[&topic], 1).await;
+        let mut consumer = bus
+            .subscribe(sluice_bus::SubscribeOptions {
+                group: format!("probe-{id}"),
+                topics: vec![topic.clone()],
+                start_from: sluice_bus::StartFrom::Latest,
+                buffer: 100,
+            })
+            .await
+            .unwrap();
+        let producer = bus.producer().unwrap();
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let sent_at: Arc<Mutex<HashMap<u64, Instant>>> = Default::default();
+        let sent = sent_at.clone();
+        tokio::spawn(async move {
+            for n in 0u64.. {
+                sent.lock().unwrap().insert(n, Instant::now());
+                let _ = producer.send(OutRecord::new(&topic, n.to_string())).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let kept = samples.clone();
+        tokio::spawn(async move {
+            while let Ok(event) = consumer.next().await {
+                if let sluice_bus::ConsumerEvent::Record(r) = event {
+                    let n: u64 = std::str::from_utf8(&r.value).unwrap().parse().unwrap();
+                    if let Some(at) = sent_at.lock().unwrap().remove(&n) {
+                        kept.lock().unwrap().push((at, at.elapsed()));
+                    }
+                }
+            }
+        });
+        Self { samples }
+    }
+
+    /// The slowest round trip in each second since `start`.
+    fn report(&self, start: Option<Instant>) {
+        let Some(start) = start else { return };
+        let mut worst = [0u128; 40];
+        for (at, took) in self.samples.lock().unwrap().iter() {
+            if let Some(w) = at
+                .checked_duration_since(start)
+                .and_then(|d| worst.get_mut(d.as_secs() as usize))
+            {
+                *w = (*w).max(took.as_millis());
+            }
+        }
+        println!("  broker round trip, slowest per second (ms): {worst:?}");
+    }
 }
 
 async fn wait_complete(fixture: &Fixture, normal: &[String], limit: Duration) {

@@ -15,7 +15,9 @@ SLUICE_PORT_ETCD_PEER="${SLUICE_PORT_ETCD_PEER:-22380}"
 SLUICE_PORT_WEB="${SLUICE_PORT_WEB:-18080}"
 SLUICE_PORT_CHROMA="${SLUICE_PORT_CHROMA:-18000}"
 CHROMA_VERSION=1.5.9
-DOCSITE_PACKAGE=python3.11-doc
+# The site nginx serves: python3.11-doc (the tests' site; large pages), or another Debian
+# documentation package for the benchmarks, e.g. postgresql-doc-15 (1,169 small pages).
+DOCSITE_PACKAGE="${SLUICE_DOCSITE_PACKAGE:-python3.11-doc}"
 
 _say() { echo "[services] $*" >&2; }
 
@@ -76,7 +78,10 @@ sluice_chroma_start() {
 # The documentation site: the package is downloaded and unpacked, never installed.
 sluice_docsite() {
   local dir="$SLUICE_CACHE/sites/$DOCSITE_PACKAGE"
-  SLUICE_DOCSITE_ROOT="$dir/usr/share/doc/python3.11/html"
+  case "$DOCSITE_PACKAGE" in
+    python3.11-doc) SLUICE_DOCSITE_ROOT="$dir/usr/share/doc/python3.11/html" ;;
+    *) SLUICE_DOCSITE_ROOT="$dir/usr/share/doc/$DOCSITE_PACKAGE/html" ;;
+  esac
   if [ ! -f "$SLUICE_DOCSITE_ROOT/index.html" ]; then
     _say "fetching $DOCSITE_PACKAGE (a real HTML site to crawl)"
     mkdir -p "$SLUICE_CACHE/sites"

@@ -438,3 +438,15 @@ pub async fn start_embedded(
     .await
     .expect("stages start")
 }
+
+/// `broker_options` entries (YAML lines under that key) from SLUICE_BENCH_BROKER_OPTIONS,
+/// `key=value` pairs separated by commas: the benchmarks' knob for trying librdkafka settings,
+/// e.g. `fetch.wait.max.ms=10,linger.ms=20`.
+pub fn bench_broker_options() -> String {
+    std::env::var("SLUICE_BENCH_BROKER_OPTIONS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| format!("  {}: \"{}\"\n", k.trim(), v.trim()))
+        .collect()
+}

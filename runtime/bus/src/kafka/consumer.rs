@@ -36,6 +36,10 @@ pub struct KafkaConsumer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The default `fetch.wait.max.ms` (see [`KafkaConsumer::start`]); `broker_options` may set
+/// another.
+const FETCH_WAIT_MS: &str = "50";
+
 impl KafkaConsumer {
     /// Joins the group and starts polling.
     pub fn start(mut config: ClientConfig, opts: SubscribeOptions) -> Result<Self, BusError> {
@@ -62,6 +66,14 @@ impl KafkaConsumer {
         // librdkafka's default 5 minutes (seen on a loaded broker in the kill test).
         if config.get("topic.metadata.refresh.interval.ms").is_none() {
             config.set("topic.metadata.refresh.interval.ms", "10000");
+        }
+        // A record's latency through a hop is the broker's fetch wait on brokers that answer a
+        // fetch only when the wait is over, data or not (tansu sleeps it out; Kafka answers
+        // as soon as `fetch.min.bytes` are there). librdkafka's 500 ms then cost the crawl a
+        // second per link-discovery level (url-in → normalize → urls → crawl); on Kafka a
+        // shorter wait only means more idle fetches, a few per second per consumer.
+        if config.get("fetch.wait.max.ms").is_none() {
+            config.set("fetch.wait.max.ms", FETCH_WAIT_MS);
         }
         let ctx = GroupContext::new(tx.clone());
         let consumer: BaseConsumer<GroupContext> =
