@@ -342,7 +342,16 @@ async fn sluice(
 /// a stall of the crawl that the broker shares shows here.
 struct Probe {
     samples: Arc<Mutex<Vec<(Instant, Duration)>>>,
+    /// Per topic of the frontier: when, records written, records its reader committed.
+    flows: Arc<Mutex<Vec<(Instant, [(i64, i64); 3])>>>,
 }
+
+/// The frontier's topics, with the stage reading each (its consumer group).
+const FLOWS: [(&str, &str); 3] = [
+    ("url-in", "normalize"),
+    ("urls", "crawl"),
+    ("deferred", "delay"),
+];
 
 impl Probe {
     async fn start(id: &str) -> Self {
@@ -369,6 +378,31 @@ impl Probe {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
+        let flows = Arc::new(Mutex::new(Vec::new()));
+        let (kept_flows, id_owned) = (flows.clone(), id.to_string());
+        let meta = support::kafka_bus();
+        tokio::spawn(async move {
+            loop {
+                let mut row = [(0, 0); 3];
+                for (i, (topic, group)) in FLOWS.iter().enumerate() {
+                    let topic = format!("{topic}-{id_owned}");
+                    let tps: Vec<_> = (0..4)
+                        .map(|p| sluice_bus::TopicPartition::new(&topic, p))
+                        .collect();
+                    let committed = meta.committed(group, &tps).await.unwrap_or_default();
+                    for (tp, c) in tps
+                        .iter()
+                        .zip(committed.iter().chain(std::iter::repeat(&None)))
+                    {
+                        let high = meta.watermarks(tp).await.map_or(0, |w| w.1);
+                        row[i].0 += high;
+                        row[i].1 += c.unwrap_or(0);
+                    }
+                }
+                kept_flows.lock().unwrap().push((Instant::now(), row));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
         let kept = samples.clone();
         tokio::spawn(async move {
             while let Ok(event) = consumer.next().await {
@@ -380,7 +414,7 @@ impl Probe {
                 }
             }
         });
-        Self { samples }
+        Self { samples, flows }
     }
 
     /// The slowest round trip in each second since `start`.
@@ -396,6 +430,31 @@ impl Probe {
             }
         }
         println!("  broker round trip, slowest per second (ms): {worst:?}");
+        // Records written to each frontier topic in each second, and how many its reader had
+        // not committed at the second's end.
+        let flows = self.flows.lock().unwrap();
+        for (i, (topic, _)) in FLOWS.iter().enumerate() {
+            let mut written = [0i64; 40];
+            let mut behind = [0i64; 40];
+            let mut last_high = None;
+            for (at, row) in flows.iter() {
+                let Some(second) = at
+                    .checked_duration_since(start)
+                    .map(|d| d.as_secs() as usize)
+                else {
+                    last_high = Some(row[i].0);
+                    continue;
+                };
+                if second >= 40 {
+                    break;
+                }
+                written[second] += row[i].0 - last_high.unwrap_or(row[i].0);
+                behind[second] = row[i].0 - row[i].1;
+                last_high = Some(row[i].0);
+            }
+            println!("  {topic}: written per second {written:?}");
+            println!("  {topic}: not yet committed {behind:?}");
+        }
     }
 }
 

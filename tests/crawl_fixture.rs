@@ -331,8 +331,10 @@ async fn a_slow_domain_is_deferred_and_never_holds_up_the_others() {
         .collect();
     seeds.extend((0..6).map(|d| format!("http://a.grid{d}.test/p0.html")));
     let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
-    let (pages, _) = crawl(&yaml, &seeds).await;
-    // Everything is crawled, the slow domain too, each page once (crawl() checks that).
+    let crawled =
+        common::crawl::crawl_until_idle_deferring(&yaml, &seeds, Duration::from_secs(60)).await;
+    let pages = crawled.pages;
+    // Everything is crawled, the slow domain too, each page once (crawl_until_idle checks).
     for d in 0..6 {
         assert!(pages.contains_key(&format!("http://a.grid{d}.test/p1.html")));
     }
@@ -352,6 +354,19 @@ async fn a_slow_domain_is_deferred_and_never_holds_up_the_others() {
     );
     // slow.test kept its Crawl-delay throughout.
     web.assert_spaced("slow.test", Duration::from_millis(950));
+    // Its URLs were deferred together, not each on its own: the seeds arrive at once and
+    // go as one record, whose rest is deferred again as one record each time some are taken.
+    let records = crawled.deferred.len();
+    let urls: usize = crawled.deferred.iter().map(Vec::len).sum();
+    assert!(
+        records > 0 && urls >= 3 * records,
+        "{urls} URLs deferred in {records} records"
+    );
+    assert!(crawled
+        .deferred
+        .iter()
+        .flatten()
+        .all(|u| u.domain == "slow.test"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

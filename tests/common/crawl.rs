@@ -141,12 +141,32 @@ pub async fn crawl_until_idle(
     seeds: &[&str],
     limit: Duration,
 ) -> (HashMap<String, Page>, Vec<CrawlUrl>) {
+    let crawled = crawl_until_idle_deferring(yaml, seeds, limit).await;
+    (crawled.pages, crawled.urls)
+}
+
+/// What [`crawl_until_idle_deferring`] saw.
+pub struct Crawled {
+    /// Page records by URL.
+    pub pages: HashMap<String, Page>,
+    /// The URLs on crawl's input, bundles unpacked.
+    pub urls: Vec<CrawlUrl>,
+    /// The URLs of each record on the `deferred` topic, if crawl has one.
+    pub deferred: Vec<Vec<CrawlUrl>>,
+}
+
+/// [`crawl_until_idle`], also reading what crawl deferred.
+pub async fn crawl_until_idle_deferring(yaml: &str, seeds: &[&str], limit: Duration) -> Crawled {
     let (p, _) =
         sluice_config::load_str_validated(yaml, "fixture.yaml", &[], &|_| None, &registry())
             .unwrap_or_else(|d| panic!("{d}"));
     let url_in = topic_of(&p, "normalize", None);
     let urls_topic = topic_of(&p, "crawl", None);
     let pages_topic = topic_of(&p, "crawl", Some("output"));
+    let deferred_topic = p.stages["crawl"]
+        .outputs
+        .contains_key("deferred")
+        .then(|| topic_of(&p, "crawl", Some("deferred")));
     let running = start(p).await;
     let (bus, token) = (running.bus.clone(), running.shutdown.clone());
     let producer = bus.producer().unwrap();
@@ -173,6 +193,13 @@ pub async fn crawl_until_idle(
     assert!(idle_for >= 20, "the crawl did not finish within {limit:?}");
     let pages = super::read_all(&bus, &pages_topic, Duration::from_secs(5)).await;
     let urls = super::read_all(&bus, &urls_topic, Duration::from_secs(5)).await;
+    let mut deferred = Vec::new();
+    if let Some(topic) = deferred_topic {
+        for r in super::read_all(&bus, &topic, Duration::from_secs(5)).await {
+            let value = sluice_runtime::deferral::passed_on(&r, &topic).value;
+            deferred.push(CrawlUrl::decode_all(&value).unwrap());
+        }
+    }
     token.cancel();
     running.wait().await.unwrap();
     let mut by_url = HashMap::new();
@@ -190,7 +217,11 @@ pub async fn crawl_until_idle(
     }
     let urls = urls
         .iter()
-        .map(|r| CrawlUrl::decode(&r.value).unwrap())
+        .flat_map(|r| CrawlUrl::decode_all(&r.value).unwrap())
         .collect();
-    (by_url, urls)
+    Crawled {
+        pages: by_url,
+        urls,
+        deferred,
+    }
 }

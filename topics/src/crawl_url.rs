@@ -60,6 +60,24 @@ impl Validators {
     }
 }
 
+impl CrawlUrl {
+    /// The URLs of a `crawl-url` message: one (a JSON object), or several of one domain (a
+    /// JSON array), which the crawl frontier writes when it defers a domain's URLs together.
+    pub fn decode_all(bytes: &[u8]) -> Result<Vec<Self>, DecodeError> {
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first == Some(&b'[') {
+            Ok(serde_json::from_slice(bytes)?)
+        } else {
+            Ok(vec![Self::decode(bytes)?])
+        }
+    }
+
+    /// Several URLs as one message (a JSON array): see [`CrawlUrl::decode_all`].
+    pub fn encode_all(items: &[Self]) -> Vec<u8> {
+        serde_json::to_vec(items).expect("CrawlUrl serializes")
+    }
+}
+
 impl Contract for CrawlUrl {
     const TYPE: &'static str = "crawl-url";
 
@@ -97,6 +115,31 @@ mod tests {
         };
         assert_eq!(CrawlUrl::decode(&recrawl.encode()).unwrap(), recrawl);
         assert!(CrawlUrl::decode(b"http://example.com/").is_err());
+    }
+
+    #[test]
+    fn a_message_holds_one_url_or_several() {
+        let one = |n: u32| CrawlUrl {
+            url: format!("http://example.com/{n}"),
+            domain: "example.com".into(),
+            depth: n,
+            source: Some("http://example.com/".into()),
+            queued_at_ms: 1,
+            validators: None,
+            sitemap: n == 2,
+        };
+        let several = vec![one(1), one(2), one(3)];
+        assert_eq!(
+            CrawlUrl::decode_all(&CrawlUrl::encode_all(&several)).unwrap(),
+            several
+        );
+        assert_eq!(
+            CrawlUrl::decode_all(&one(4).encode()).unwrap(),
+            vec![one(4)]
+        );
+        assert_eq!(CrawlUrl::decode_all(b" \n[]").unwrap(), vec![]);
+        assert!(CrawlUrl::decode_all(b"[1, 2]").is_err());
+        assert!(CrawlUrl::decode_all(b"").is_err());
     }
 
     #[test]

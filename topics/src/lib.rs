@@ -7,7 +7,7 @@
 //! | type        | struct        | typical topic | key                 |
 //! |-------------|---------------|---------------|---------------------|
 //! | `url-in`    | [`UrlIn`]     | `url-in`      | none                |
-//! | `crawl-url` | [`CrawlUrl`]  | `urls`        | registrable domain  |
+//! | `crawl-url` | [`CrawlUrl`] (or an array of them, see [`CrawlUrl::decode_all`]) | `urls` | registrable domain |
 //! | `page`      | [`Page`]      | `pages`       | registrable domain  |
 //! | `table-batch` | [`TableBatch`] | `page-batches`, `anchor-batches` | none |
 

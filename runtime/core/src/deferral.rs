@@ -20,16 +20,21 @@ const FRAME: usize = MAGIC.len() + 8;
 /// `record` again, for `topic`, due `after_ms` from now: key, headers and value kept, the
 /// value framed with its due time (an earlier frame replaced).
 pub fn deferred(record: &Record, topic: &str, after_ms: i64) -> OutRecord {
+    let mut out = framed(topic, unframed(&record.value), after_ms);
+    out.key = record.key.clone();
+    out.headers = record.headers.clone();
+    out
+}
+
+/// A new record for `topic` holding `value`, due `after_ms` from now (no key, no headers):
+/// for a stage that defers something other than the record it is processing.
+pub fn framed(topic: &str, value: &[u8], after_ms: i64) -> OutRecord {
     let due = now_ms() + after_ms.max(0);
-    let value = unframed(&record.value);
     let mut framed = Vec::with_capacity(FRAME + value.len());
     framed.extend_from_slice(MAGIC);
     framed.extend_from_slice(&due.to_be_bytes());
     framed.extend_from_slice(value);
-    let mut out = OutRecord::new(topic, framed);
-    out.key = record.key.clone();
-    out.headers = record.headers.clone();
-    out
+    OutRecord::new(topic, framed)
 }
 
 /// `record` again, for `topic`, without its due time: what a delay stage passes on.

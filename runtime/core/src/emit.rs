@@ -212,6 +212,13 @@ impl Emitter {
         Recall(self.recall.clone())
     }
 
+    /// Another emitter for the same record, for a processor that does several pieces of work
+    /// at once (an emitter is not shared across an await). The runtime waits only for the
+    /// emitter it passed in: flush every fork before `process` returns.
+    pub fn fork(&self) -> Emitter {
+        self.delivery.emitter_recalled_by(self.recall.clone())
+    }
+
     /// Sends `value` to `to` (unkeyed: the producer spreads records over partitions).
     pub async fn send(&mut self, to: &Output, value: Vec<u8>) -> Result<(), StageError> {
         self.send_record(to, OutRecord::new(&*to.topic, value))

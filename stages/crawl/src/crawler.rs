@@ -25,7 +25,6 @@ use async_trait::async_trait;
 use rand::Rng;
 use sluice_bus::{now_ms, Record};
 use sluice_recrawl::Dedup;
-use sluice_runtime::deferral;
 use sluice_runtime::emit::Recall;
 use sluice_runtime::metrics::StageMetrics;
 use sluice_runtime::services::SlotError;
@@ -36,6 +35,7 @@ use std::time::Instant as StdInstant;
 use tokio::sync::OwnedSemaphorePermit;
 use url::Url;
 
+use crate::bundle::{self, Bundler};
 use crate::charset;
 use crate::client::AddressGuard;
 use crate::fetch::{self, Ask, BodyPolicy, Failure, Response};
@@ -81,6 +81,8 @@ pub struct Crawler {
     memory: MemoryBudget,
     /// When deferred URLs come back, per domain.
     schedule: Schedule,
+    /// Deferred URLs being gathered into one record per domain.
+    bundler: Bundler,
 }
 
 /// What the attempts at one URL learn besides its page.
@@ -164,6 +166,7 @@ impl Crawler {
         );
         Self {
             schedule: Schedule::default(),
+            bundler: Bundler::default(),
             memory: MemoryBudget::new(
                 settings.max_fetch_memory.0 as usize,
                 settings.max_body.0 as usize,
@@ -770,12 +773,93 @@ fn record_failure(page: &mut Page, failure: Failure) {
     error(page, failure.code, failure.message);
 }
 
+impl Crawler {
+    /// A bundle of one domain's deferred URLs, back (`bundle.rs`): the URLs whose turn is near
+    /// are crawled now, at once, and the rest deferred again as one record, due when the
+    /// taken ones are about done.
+    async fn resume(&self, mut items: Vec<CrawlUrl>, out: &mut Emitter) -> Result<(), StageError> {
+        let back = Instant::now();
+        let (take, due_in) = match &self.outputs.deferred {
+            Some(_) => self.share_of(&items),
+            None => (items.len(), Duration::ZERO),
+        };
+        let mut rest = items.split_off(take.min(items.len()));
+        let mut forks: Vec<Emitter> = items.iter().map(|_| out.fork()).collect();
+        let visits = items
+            .iter()
+            .zip(forks.iter_mut())
+            .map(|(item, fork)| self.visit(item, fork));
+        let results = futures::future::join_all(visits).await;
+        // Recalled while waiting for their turn (a rebalance, a shutdown): those go back to
+        // the delay topic with the rest, due at once, rather than the whole bundle being
+        // replayed and the pages already done fetched again.
+        let mut recalled = Vec::new();
+        for (item, result) in items.into_iter().zip(results) {
+            match result {
+                Ok(()) => {}
+                Err(StageError::Abandoned) => recalled.push(item),
+                Err(e) => return Err(e),
+            }
+        }
+        let due_in = if recalled.is_empty() {
+            due_in.saturating_sub(back.elapsed())
+        } else {
+            Duration::ZERO
+        };
+        recalled.append(&mut rest);
+        match &self.outputs.deferred {
+            _ if recalled.is_empty() => Ok(()),
+            Some(deferred) => {
+                let record = bundle::bundle_record(deferred, &recalled, due_in);
+                out.send_record(deferred, record).await
+            }
+            // Nowhere to put them back: the whole bundle is replayed.
+            None => Err(StageError::Abandoned),
+        }
+    }
+
+    /// How many of a returned bundle's URLs to take now (those whose turn is within
+    /// `max_domain_wait`, within the domain's backlog), and when the rest should be back: when
+    /// the taken ones are about done, half a `max_domain_wait` ahead of the next turn.
+    fn share_of(&self, items: &[CrawlUrl]) -> (usize, Duration) {
+        let Some(host) = items
+            .first()
+            .and_then(|i| Url::parse(&i.url).ok())
+            .and_then(|u| u.host_str().map(str::to_string))
+        else {
+            return (items.len(), Duration::ZERO);
+        };
+        let outlook = self.politeness.outlook(&items[0].domain, &host);
+        let max_wait = self.settings.max_domain_wait.0;
+        let room = self
+            .settings
+            .max_domain_backlog
+            .saturating_sub(outlook.waiting);
+        let mut take = 0;
+        while take < items.len().min(room) && outlook.wait + outlook.pace * take as u32 <= max_wait
+        {
+            take += 1;
+        }
+        let next_turn = outlook.wait + outlook.pace * take as u32;
+        (
+            take,
+            next_turn.saturating_sub(max_wait / 2).max(max_wait / 2),
+        )
+    }
+}
+
 #[async_trait]
 impl Processor for Crawler {
     async fn process(&self, record: &Record, out: &mut Emitter) -> Result<(), StageError> {
-        let item = CrawlUrl::decode(&record.value).map_err(|e| {
+        let mut items = CrawlUrl::decode_all(&record.value).map_err(|e| {
             StageError::invalid(e.code(), format!("undecodable crawl-url message: {e}"))
         })?;
+        if items.len() > 1 {
+            return self.resume(items, out).await;
+        }
+        let Some(item) = items.pop() else {
+            return Ok(());
+        };
         if let Some(after) = self.defer_for(&item) {
             let deferred = self
                 .outputs
@@ -783,13 +867,19 @@ impl Processor for Crawler {
                 .as_ref()
                 .expect("checked by defer_for");
             self.metrics.event("deferred");
-            let later = deferral::deferred(record, deferred.topic(), after.as_millis() as i64);
-            return out.send_record(deferred, later).await;
+            return self.bundler.defer(item, after, deferred, out).await;
         }
+        self.visit(&item, out).await
+    }
+}
+
+impl Crawler {
+    /// Crawls `item` and sends its page record and links.
+    async fn visit(&self, item: &CrawlUrl, out: &mut Emitter) -> Result<(), StageError> {
         let mut visit = Visit::default();
-        let (mut page, mut held) = self.crawl(&item, &mut visit, &out.recall()).await?;
+        let (mut page, mut held) = self.crawl(item, &mut visit, &out.recall()).await?;
         if page.status.is_some() {
-            let validators = self.validators_of(&item, &page);
+            let validators = self.validators_of(item, &page);
             // Best effort: normalize-dedup's claim already carries a time, so a lost mark only
             // moves this URL's recrawl earlier by the time it waited in the queue.
             if let Err(e) = self
@@ -803,12 +893,12 @@ impl Processor for Crawler {
         }
         let mut links = if item.sitemap {
             let body = visit.sitemap_body.take();
-            self.listed(&item, &mut page, body, held.memory.as_mut())
+            self.listed(item, &mut page, body, held.memory.as_mut())
                 .await
         } else {
-            self.discover(&item, &mut page)
+            self.discover(item, &mut page)
         };
-        links.extend(self.robots_sitemaps(&item, visit.robots_sitemaps));
+        links.extend(self.robots_sitemaps(item, visit.robots_sitemaps));
         self.metrics.event(match &page.error {
             None if page.status == Some(304) => "not_modified",
             None => "fetched",

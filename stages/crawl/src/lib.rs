@@ -14,6 +14,7 @@
 //! - `politeness.rs` — domain queues, etcd slots, host turns, request permits, and the
 //!   outlook of a domain the frontier decides by;
 //! - `schedule.rs` — when a deferred URL comes back;
+//! - `bundle.rs` — a domain's deferred URLs gathered into one record;
 //! - `robots.rs` — the robots.txt cache;
 //! - `client.rs` — the HTTP client and the SSRF guard in its resolver;
 //! - `fetch.rs` — one GET with a body cap;
@@ -26,6 +27,7 @@
 //! [`CrawlUrl`]: sluice_topics::CrawlUrl
 //! [`Page`]: sluice_topics::Page
 
+mod bundle;
 mod charset;
 mod client;
 mod clock;
@@ -123,10 +125,12 @@ impl StageKind for Kind {
 
     fn default_concurrency(&self) -> usize {
         // URLs in flight, most of them parked in their domain's queue at the cost of a
-        // future each; `fetch_concurrency` bounds the requests and `max_fetch_memory` their
-        // bodies. The frontier parks a few URLs per domain (`max_domain_wait`), so this many
-        // keep about a thousand domains going at once in one process.
-        4096
+        // future each (a few KiB); `fetch_concurrency` bounds the requests and
+        // `max_fetch_memory` their bodies. The frontier parks about five URLs per domain
+        // (`max_domain_wait` 3 s at 1 s a page, and the one in flight), so this many keep a
+        // few thousand domains going at once in one process; at 4,096 the broad benchmark's
+        // thousand domains already filled it and waited on each other.
+        16_384
     }
 
     fn drain_timeout(&self) -> Duration {
