@@ -342,9 +342,11 @@ async fn sluice(
 /// a stall of the crawl that the broker shares shows here.
 struct Probe {
     samples: Arc<Mutex<Vec<(Instant, Duration)>>>,
-    /// Per topic of the frontier: when, records written, records its reader committed.
-    flows: Arc<Mutex<Vec<(Instant, [(i64, i64); 3])>>>,
+    flows: Arc<Mutex<Vec<(Instant, Flows)>>>,
 }
+
+/// Per topic of the frontier ([`FLOWS`]): records written, records its reader committed.
+type Flows = [(i64, i64); 3];
 
 /// The frontier's topics, with the stage reading each (its consumer group).
 const FLOWS: [(&str, &str); 3] = [
