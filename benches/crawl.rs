@@ -56,6 +56,7 @@ fn feed_records<'a>(topic: &'a str, feed: &'a [String]) -> impl Iterator<Item = 
             queued_at_ms: 0,
             validators: None,
             sitemap: false,
+            deferred: false,
         };
         let mut r = OutRecord::new(topic, c.encode());
         r.partition = Some(i as i32 % PARTITIONS);

@@ -120,6 +120,7 @@ stages:
             queued_at_ms: 0,
             validators: None,
             sitemap: false,
+            deferred: false,
         };
         producer
             .send(OutRecord::new("urls", c.encode()).with_key(b"edge.test".to_vec()))

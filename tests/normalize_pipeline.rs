@@ -273,6 +273,110 @@ mod embedded {
         b.wait().await.unwrap();
     }
 
+    /// The links the crawler found on a page come as one url-in message: the new ones go on
+    /// as one crawl-url message per domain, duplicates and unusable links left out, nothing
+    /// dead-lettered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pages_links_go_on_as_one_record_per_domain() {
+        let n = names();
+        let (p, _) = sluice_config::load_str_validated(
+            &pipeline_yaml(&n, "memory", "memory"),
+            "embedded.yaml",
+            &[],
+            &|_| None,
+            &registry(),
+        )
+        .expect("valid pipeline");
+        let p = Arc::new(p);
+        let bus: Arc<dyn Bus> = Arc::new(sluice_bus::memory::MemoryBus::new());
+        let token = CancellationToken::new();
+        let running = start_on(
+            bus.clone(),
+            Services::in_memory(&p),
+            p.clone(),
+            &registry(),
+            RunOptions {
+                stages: vec![n.stage.clone()],
+                metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            },
+            token.clone(),
+        )
+        .await
+        .unwrap();
+        // Seen before, alone: a duplicate when the page links to it.
+        produce_all(&bus, &n.url_in, &["http://a.test/seen".to_string()]).await;
+        read_topic(&bus, &n.urls, Duration::from_secs(30), |r| !r.is_empty()).await;
+        let link = |url: &str| sluice_topics::UrlIn {
+            url: url.into(),
+            depth: 2,
+            source: Some("http://a.test/".into()),
+            sitemap: false,
+        };
+        let links: Vec<_> = [
+            "http://a.test/1",
+            "http://b.test/x",
+            "HTTP://A.TEST/1",
+            "http://a.test/2?utm_source=feed",
+            "http://a.test/seen",
+            "ftp://a.test/file",
+            "http://www.b.test/y",
+            "http://a.test/3#part",
+        ]
+        .map(link)
+        .to_vec();
+        bus.producer()
+            .unwrap()
+            .send(OutRecord::new(
+                &n.url_in,
+                sluice_topics::UrlIn::encode_all(&links),
+            ))
+            .await
+            .unwrap();
+        wait_caught_up(&bus, &n.stage, &n.url_in, Duration::from_secs(30)).await;
+        let urls = read_all(&bus, &n.urls, Duration::from_secs(10)).await;
+        let by_key: Vec<(String, Vec<String>)> = urls
+            .iter()
+            // The one passed on alone before.
+            .filter(|r| CrawlUrl::decode_all(&r.value).unwrap()[0].depth == 2)
+            .map(|r| {
+                let key = String::from_utf8(r.key.clone().unwrap()).unwrap();
+                let urls = CrawlUrl::decode_all(&r.value)
+                    .unwrap()
+                    .into_iter()
+                    .map(|u| {
+                        assert_eq!((u.depth, u.domain.as_str()), (2, key.as_str()));
+                        u.url
+                    })
+                    .collect();
+                (key, urls)
+            })
+            .collect();
+        let mut by_key = by_key;
+        by_key.sort();
+        assert_eq!(
+            by_key,
+            vec![
+                (
+                    "a.test".to_string(),
+                    ["http://a.test/1", "http://a.test/2", "http://a.test/3"]
+                        .map(String::from)
+                        .to_vec()
+                ),
+                (
+                    "b.test".to_string(),
+                    ["http://b.test/x", "http://www.b.test/y"]
+                        .map(String::from)
+                        .to_vec()
+                ),
+            ]
+        );
+        assert!(read_all(&bus, &n.dlq, Duration::from_secs(1))
+            .await
+            .is_empty());
+        token.cancel();
+        running.wait().await.unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn embedded_two_instances_pass_each_url_once() {
         scenario(false).await;

@@ -26,6 +26,9 @@ pub struct CrawlUrl {
     /// [`UrlIn::sitemap`]: crate::UrlIn::sitemap
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sitemap: bool,
+    /// The crawler deferred it before: its turn is already counted in its domain's schedule.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
 }
 
 /// A response's cache validators, as HTTP sent them.
@@ -62,7 +65,8 @@ impl Validators {
 
 impl CrawlUrl {
     /// The URLs of a `crawl-url` message: one (a JSON object), or several of one domain (a
-    /// JSON array), which the crawl frontier writes when it defers a domain's URLs together.
+    /// JSON array), which normalize writes for the links of a page and the crawl frontier when
+    /// it defers a domain's URLs together.
     pub fn decode_all(bytes: &[u8]) -> Result<Vec<Self>, DecodeError> {
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
         if first == Some(&b'[') {
@@ -104,6 +108,7 @@ mod tests {
             queued_at_ms: 1_700_000_000_000,
             validators: None,
             sitemap: false,
+            deferred: false,
         };
         assert_eq!(CrawlUrl::decode(&u.encode()).unwrap(), u);
         assert!(!String::from_utf8(u.encode())
@@ -127,6 +132,7 @@ mod tests {
             queued_at_ms: 1,
             validators: None,
             sitemap: n == 2,
+            deferred: false,
         };
         let several = vec![one(1), one(2), one(3)];
         assert_eq!(

@@ -6,7 +6,8 @@ use crate::{Contract, DecodeError};
 /// discovery write to the `url-in` topic.
 ///
 /// On the wire it is either a bare URL string (so `echo https://example.org | kcat -P -t url-in`
-/// works) or JSON `{"url": "...", "depth": 0}`. It is not normalized yet.
+/// works) or JSON `{"url": "...", "depth": 0}`; the crawler writes the links of a page as a
+/// JSON array of those ([`UrlIn::decode_all`]). It is not normalized yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UrlIn {
     /// The URL as given.
@@ -31,6 +32,28 @@ impl UrlIn {
             depth: 0,
             source: None,
             sitemap: false,
+        }
+    }
+}
+
+impl UrlIn {
+    /// The URLs of a `url-in` message: one (a bare string or a JSON object), or several (a
+    /// JSON array of objects), as the crawler writes the links found on a page.
+    pub fn decode_all(bytes: &[u8]) -> Result<Vec<Self>, DecodeError> {
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first == Some(&b'[') {
+            Ok(serde_json::from_slice(bytes)?)
+        } else {
+            Ok(vec![Self::decode(bytes)?])
+        }
+    }
+
+    /// Several URLs as one message: the only one as [`Contract::encode`] writes it, more as a
+    /// JSON array.
+    pub fn encode_all(items: &[Self]) -> Vec<u8> {
+        match items {
+            [one] => one.encode(),
+            _ => serde_json::to_vec(items).expect("UrlIn serializes"),
         }
     }
 }
@@ -63,6 +86,30 @@ impl Contract for UrlIn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_holds_one_url_or_several() {
+        let links: Vec<UrlIn> = (0..3)
+            .map(|n| UrlIn {
+                url: format!("http://x.org/{n}"),
+                depth: 2,
+                source: Some("http://x.org/".into()),
+                sitemap: n == 1,
+            })
+            .collect();
+        assert_eq!(
+            UrlIn::decode_all(&UrlIn::encode_all(&links)).unwrap(),
+            links
+        );
+        let one = &links[..1];
+        assert!(UrlIn::encode_all(one).starts_with(b"{"));
+        assert_eq!(UrlIn::decode_all(&UrlIn::encode_all(one)).unwrap(), one);
+        assert_eq!(
+            UrlIn::decode_all(b" https://example.org/").unwrap(),
+            vec![UrlIn::seed("https://example.org/")]
+        );
+        assert!(UrlIn::decode_all(b"[\"not an object\"]").is_err());
+    }
 
     #[test]
     fn bare_string_is_a_seed() {

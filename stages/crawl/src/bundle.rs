@@ -187,6 +187,7 @@ mod tests {
             queued_at_ms: 1,
             validators: None,
             sitemap: false,
+            deferred: false,
         }
     }
 

@@ -738,6 +738,33 @@ impl Crawler {
     }
 }
 
+/// Most links in one `url-in` message.
+const LINKS_PER_MESSAGE: usize = 256;
+/// About the most bytes of one `url-in` message of links.
+const LINK_MESSAGE_BYTES: usize = 64 << 10;
+
+/// The `url-in` messages for the links found on a page: arrays of up to [`LINKS_PER_MESSAGE`]
+/// links and about [`LINK_MESSAGE_BYTES`] each, so that a page's links cost the broker, and
+/// normalize-dedup, a few records rather than one each (a page of 3,000 links would otherwise
+/// flood both for seconds while every other domain waits behind it).
+fn link_messages(links: &[UrlIn]) -> Vec<Vec<u8>> {
+    let mut messages = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, link) in links.iter().enumerate() {
+        let size = link.url.len() + link.source.as_ref().map_or(0, String::len) + 48;
+        if i > start && (i - start == LINKS_PER_MESSAGE || bytes + size > LINK_MESSAGE_BYTES) {
+            messages.push(UrlIn::encode_all(&links[start..i]));
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < links.len() {
+        messages.push(UrlIn::encode_all(&links[start..]));
+    }
+    messages
+}
+
 /// Bytes a record needs beyond its key and value (Kafka's record and batch headers), kept free
 /// under a topic's limit.
 const RECORD_OVERHEAD: usize = 1024;
@@ -774,16 +801,31 @@ fn record_failure(page: &mut Page, failure: Failure) {
 }
 
 impl Crawler {
-    /// A bundle of one domain's deferred URLs, back (`bundle.rs`): the URLs whose turn is near
-    /// are crawled now, at once, and the rest deferred again as one record, due when the
-    /// taken ones are about done.
+    /// Several URLs of one domain: the links of a page (from normalize-dedup) or a bundle of
+    /// deferred URLs back (`bundle.rs`). The URLs whose turn is near are crawled now, at once,
+    /// and the rest deferred as one record: new ones after the domain's other deferred URLs
+    /// (`schedule.rs`), a bundle's rest when the taken ones are about done.
     async fn resume(&self, mut items: Vec<CrawlUrl>, out: &mut Emitter) -> Result<(), StageError> {
         let back = Instant::now();
-        let (take, due_in) = match &self.outputs.deferred {
+        let share = match &self.outputs.deferred {
             Some(_) => self.share_of(&items),
-            None => (items.len(), Duration::ZERO),
+            None => Share {
+                take: items.len(),
+                due_in: Duration::ZERO,
+                pace: Duration::ZERO,
+            },
         };
-        let mut rest = items.split_off(take.min(items.len()));
+        let mut rest = items.split_off(share.take.min(items.len()));
+        let due_in = match rest.first() {
+            Some(first) if !first.deferred => {
+                for _ in &rest {
+                    self.metrics.event("deferred");
+                }
+                self.schedule
+                    .defer_many(&first.domain, share.due_in, share.pace, rest.len())
+            }
+            _ => share.due_in,
+        };
         let mut forks: Vec<Emitter> = items.iter().map(|_| out.fork()).collect();
         let visits = items
             .iter()
@@ -791,7 +833,7 @@ impl Crawler {
             .map(|(item, fork)| self.visit(item, fork));
         let results = futures::future::join_all(visits).await;
         // Recalled while waiting for their turn (a rebalance, a shutdown): those go back to
-        // the delay topic with the rest, due at once, rather than the whole bundle being
+        // the delay topic with the rest, due at once, rather than the whole record being
         // replayed and the pages already done fetched again.
         let mut recalled = Vec::new();
         for (item, result) in items.into_iter().zip(results) {
@@ -807,27 +849,34 @@ impl Crawler {
             Duration::ZERO
         };
         recalled.append(&mut rest);
+        for item in &mut recalled {
+            item.deferred = true;
+        }
         match &self.outputs.deferred {
             _ if recalled.is_empty() => Ok(()),
             Some(deferred) => {
                 let record = bundle::bundle_record(deferred, &recalled, due_in);
                 out.send_record(deferred, record).await
             }
-            // Nowhere to put them back: the whole bundle is replayed.
+            // Nowhere to put them back: the whole record is replayed.
             None => Err(StageError::Abandoned),
         }
     }
 
-    /// How many of a returned bundle's URLs to take now (those whose turn is within
-    /// `max_domain_wait`, within the domain's backlog), and when the rest should be back: when
-    /// the taken ones are about done, half a `max_domain_wait` ahead of the next turn.
-    fn share_of(&self, items: &[CrawlUrl]) -> (usize, Duration) {
+    /// How many of several URLs of a domain to take now (those whose turn is within
+    /// `max_domain_wait`, within the domain's backlog), when the rest should be back (half a
+    /// `max_domain_wait` ahead of the turn after the taken ones), and the host's pace.
+    fn share_of(&self, items: &[CrawlUrl]) -> Share {
         let Some(host) = items
             .first()
             .and_then(|i| Url::parse(&i.url).ok())
             .and_then(|u| u.host_str().map(str::to_string))
         else {
-            return (items.len(), Duration::ZERO);
+            return Share {
+                take: items.len(),
+                due_in: Duration::ZERO,
+                pace: Duration::ZERO,
+            };
         };
         let outlook = self.politeness.outlook(&items[0].domain, &host);
         let max_wait = self.settings.max_domain_wait.0;
@@ -841,11 +890,19 @@ impl Crawler {
             take += 1;
         }
         let next_turn = outlook.wait + outlook.pace * take as u32;
-        (
+        Share {
             take,
-            next_turn.saturating_sub(max_wait / 2).max(max_wait / 2),
-        )
+            due_in: next_turn.saturating_sub(max_wait / 2).max(max_wait / 2),
+            pace: outlook.pace,
+        }
     }
+}
+
+/// What [`Crawler::share_of`] decides for several URLs of a domain.
+struct Share {
+    take: usize,
+    due_in: Duration,
+    pace: Duration,
 }
 
 #[async_trait]
@@ -867,6 +924,10 @@ impl Processor for Crawler {
                 .as_ref()
                 .expect("checked by defer_for");
             self.metrics.event("deferred");
+            let item = CrawlUrl {
+                deferred: true,
+                ..item
+            };
             return self.bundler.defer(item, after, deferred, out).await;
         }
         self.visit(&item, out).await
@@ -927,8 +988,8 @@ impl Crawler {
             .await?;
         drop(held.request.take());
         if let Some(discovered) = &self.outputs.discovered {
-            for link in &links {
-                out.send(discovered, link.encode()).await?;
+            for value in link_messages(&links) {
+                out.send(discovered, value).await?;
             }
         }
         out.flush().await?;
@@ -951,6 +1012,7 @@ mod tests {
             queued_at_ms: 0,
             validators: None,
             sitemap: false,
+            deferred: false,
         });
         page.body = Some(body);
         page
@@ -976,6 +1038,36 @@ mod tests {
             body.len()
         );
         assert_eq!(Page::decode(&encoded).unwrap().body.as_deref(), Some(body));
+    }
+
+    #[test]
+    fn a_pages_links_go_as_a_few_messages() {
+        let links: Vec<UrlIn> = (0..600)
+            .map(|n| UrlIn {
+                url: format!("http://a.test/{n}"),
+                depth: 1,
+                source: Some("http://a.test/".into()),
+                sitemap: false,
+            })
+            .collect();
+        let messages = link_messages(&links);
+        assert_eq!(messages.len(), 3);
+        let back: Vec<UrlIn> = messages
+            .iter()
+            .flat_map(|m| UrlIn::decode_all(m).unwrap())
+            .collect();
+        assert_eq!(back, links);
+        // Long URLs: cut by bytes first.
+        let long: Vec<UrlIn> = (0..40)
+            .map(|n| UrlIn::seed(format!("http://a.test/{n}/{}", "x".repeat(4000))))
+            .collect();
+        let messages = link_messages(&long);
+        assert!(messages.len() >= 3, "{}", messages.len());
+        assert!(messages
+            .iter()
+            .all(|m| m.len() <= LINK_MESSAGE_BYTES + 4200));
+        assert_eq!(link_messages(&long[..1]), vec![long[0].encode()]);
+        assert!(link_messages(&[]).is_empty());
     }
 
     #[test]

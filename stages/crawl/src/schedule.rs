@@ -25,6 +25,18 @@ impl Schedule {
     /// How long from now a URL of `domain` is deferred: no sooner than `earliest`, and one
     /// `pace` after the domain's last deferred URL.
     pub fn defer(&self, domain: &str, earliest: Duration, pace: Duration) -> Duration {
+        self.defer_many(domain, earliest, pace, 1)
+    }
+
+    /// How long from now `n` URLs of `domain` deferred together (one record) are deferred:
+    /// the first as [`Schedule::defer`] says, and the domain's horizon moved past all `n`.
+    pub fn defer_many(
+        &self,
+        domain: &str,
+        earliest: Duration,
+        pace: Duration,
+        n: usize,
+    ) -> Duration {
         let now = Instant::now();
         let mut horizons = self.horizons.lock().expect("schedule lock");
         if horizons.len() >= SWEEP_AT {
@@ -32,7 +44,7 @@ impl Schedule {
         }
         let horizon = horizons.entry(domain.to_string()).or_insert(now);
         let due = (now + earliest).max(*horizon + pace);
-        *horizon = due;
+        *horizon = due + pace * u32::try_from(n.saturating_sub(1)).unwrap_or(u32::MAX);
         due - now
     }
 }
@@ -64,5 +76,13 @@ mod tests {
             Duration::from_secs(1),
         );
         assert!(other >= Duration::from_secs(59), "{other:?}");
+        // Five deferred together take five turns: the next one comes after them.
+        let together = s.defer_many("batch.test", Duration::ZERO, pace, 5);
+        let next = s.defer("batch.test", Duration::ZERO, pace);
+        assert!(together <= pace && together + Duration::from_millis(50) >= pace);
+        assert!(
+            next + Duration::from_millis(50) >= pace * 6 && next <= pace * 6,
+            "{next:?}"
+        );
     }
 }
