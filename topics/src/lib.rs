@@ -6,7 +6,7 @@
 //!
 //! | type        | struct        | typical topic | key                 |
 //! |-------------|---------------|---------------|---------------------|
-//! | `url-in`    | [`UrlIn`]     | `url-in`      | none                |
+//! | `url-in`    | [`UrlIn`] (or an array of them, see [`UrlIn::decode_all`]) | `url-in` | none |
 //! | `crawl-url` | [`CrawlUrl`] (or an array of them, see [`CrawlUrl::decode_all`]) | `urls` | registrable domain |
 //! | `page`      | [`Page`]      | `pages`       | registrable domain  |
 //! | `table-batch` | [`TableBatch`] | `page-batches`, `anchor-batches` | none |

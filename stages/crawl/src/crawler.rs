@@ -1,4 +1,7 @@
-//! One URL in, one page record out (plus the links found on it).
+//! One URL in, one page record out (plus the links found on it, as a few `url-in` messages).
+//! A message of several URLs of one domain (a page's new links from normalize-dedup, or a
+//! deferred bundle back, `bundle.rs`) is crawled as far as the domain's turns allow now, the
+//! rest deferred again as one record.
 //!
 //! A fetch attempt walks the redirect chain hop by hop; every hop is checked for scheme,
 //! scope, blocked addresses and robots.txt, and waits for its domain's slot and its host's
