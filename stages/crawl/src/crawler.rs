@@ -829,12 +829,19 @@ impl Crawler {
             }
             _ => share.due_in,
         };
+        // At most as many at once as the domain may have requests in flight: the others
+        // would only wait for its gate, and a message of many URLs taken whole (no `deferred`
+        // topic) must not start a task for each.
+        let at_once = (self.settings.per_domain_concurrency as usize).max(1);
         let mut forks: Vec<Emitter> = items.iter().map(|_| out.fork()).collect();
-        let visits = items
-            .iter()
-            .zip(forks.iter_mut())
-            .map(|(item, fork)| self.visit(item, fork));
-        let results = futures::future::join_all(visits).await;
+        let mut results = Vec::with_capacity(items.len());
+        for (some, their_forks) in items.chunks(at_once).zip(forks.chunks_mut(at_once)) {
+            let visits = some
+                .iter()
+                .zip(their_forks.iter_mut())
+                .map(|(item, fork)| self.visit(item, fork));
+            results.extend(futures::future::join_all(visits).await);
+        }
         // Recalled while waiting for their turn (a rebalance, a shutdown): those go back to
         // the delay topic with the rest, due at once, rather than the whole record being
         // replayed and the pages already done fetched again.
