@@ -829,10 +829,14 @@ impl Crawler {
             }
             _ => share.due_in,
         };
-        // At most as many at once as the domain may have requests in flight: the others
-        // would only wait for its gate, and a message of many URLs taken whole (no `deferred`
-        // topic) must not start a task for each.
-        let at_once = (self.settings.per_domain_concurrency as usize).max(1);
+        // With a `deferred` topic the share is at most `max_domain_backlog`, all queued at
+        // once for their turns. A message taken whole (no `deferred` topic) must not start a
+        // task for each of its URLs: as many at once as the domain may have requests in
+        // flight, since the others would only wait for its gate.
+        let at_once = match &self.outputs.deferred {
+            Some(_) => items.len().max(1),
+            None => (self.settings.per_domain_concurrency as usize).max(1),
+        };
         let mut forks: Vec<Emitter> = items.iter().map(|_| out.fork()).collect();
         let mut results = Vec::with_capacity(items.len());
         for (some, their_forks) in items.chunks(at_once).zip(forks.chunks_mut(at_once)) {
