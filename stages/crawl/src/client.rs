@@ -52,6 +52,8 @@ pub fn non_public_range(ip: IpAddr) -> Option<&'static str> {
                 Some("shared (carrier-grade NAT)")
             } else if o[0] == 198 && (o[1] & 0xfe) == 18 {
                 Some("benchmarking")
+            } else if matches!(o[..3], [192, 0, 2] | [198, 51, 100] | [203, 0, 113]) {
+                Some("documentation")
             } else {
                 None
             }
@@ -69,22 +71,35 @@ pub fn non_public_range(ip: IpAddr) -> Option<&'static str> {
                 Some("private (unique local)")
             } else if (s[0] & 0xffc0) == 0xfe80 {
                 Some("link-local")
+            } else if (s[0] & 0xffc0) == 0xfec0 {
+                Some("private (site-local)")
             } else if v6.is_multicast() {
                 Some("reserved")
+            } else if s[..6] == [0; 6] {
+                // IPv4-compatible (::a.b.c.d, deprecated): no public host has one.
+                Some("reserved (IPv4-compatible)")
+            } else if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+                Some("private (local-use NAT64)")
             } else if s[0] == 0x64 && s[1] == 0xff9b {
                 // NAT64 embeds an IPv4 address: judge that one.
-                let v4 = std::net::Ipv4Addr::new(
-                    (s[6] >> 8) as u8,
-                    s[6] as u8,
-                    (s[7] >> 8) as u8,
-                    s[7] as u8,
-                );
-                non_public_range(IpAddr::V4(v4))
+                non_public_range(IpAddr::V4(v4_of(s[6], s[7])))
+            } else if s[0] == 0x2002 {
+                // 6to4 embeds an IPv4 address after the prefix: judge that one.
+                non_public_range(IpAddr::V4(v4_of(s[1], s[2])))
+            } else if s[0] == 0x2001 && s[1] == 0x0db8 {
+                Some("documentation")
             } else {
                 None
             }
         }
     }
+}
+
+/// The IPv4 address held in two IPv6 segments.
+fn v4_of(high: u16, low: u16) -> std::net::Ipv4Addr {
+    let [a, b] = high.to_be_bytes();
+    let [c, d] = low.to_be_bytes();
+    std::net::Ipv4Addr::new(a, b, c, d)
 }
 
 impl AddressGuard {
@@ -188,10 +203,31 @@ mod tests {
             ("fe80::1", "link-local"),
             ("::ffff:127.0.0.1", "loopback"),
             ("64:ff9b::a00:1", "private"),
+            ("64:ff9b:1::808:808", "private (local-use NAT64)"),
+            ("::7f00:1", "reserved (IPv4-compatible)"),
+            ("::808:808", "reserved (IPv4-compatible)"),
+            ("2002:a00:1::1", "private"),
+            ("2002:7f00:1::", "loopback"),
+            ("fec0::1", "private (site-local)"),
+            ("feff::1", "private (site-local)"),
+            ("192.0.2.10", "documentation"),
+            ("198.51.100.7", "documentation"),
+            ("203.0.113.255", "documentation"),
+            ("2001:db8::1", "documentation"),
         ] {
             assert_eq!(non_public_range(ip(a)), Some(r), "{a}");
         }
-        for a in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "172.32.0.1"] {
+        for a in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "172.32.0.1",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "192.0.3.1",
+            "203.0.114.1",
+            "2001:db9::1",
+        ] {
             assert_eq!(non_public_range(ip(a)), None, "{a}");
         }
     }
