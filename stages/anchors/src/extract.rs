@@ -178,10 +178,9 @@ pub fn extract(html: &str, page_url: &Url) -> PageAnchors {
         Err(e) => Some(e),
     }
     .map(|e| e.to_string());
-    let state = Rc::try_unwrap(state)
-        .ok()
-        .expect("the rewriter is gone")
-        .into_inner();
+    // Taken rather than unwrapped: after a write error (a page over the parser's memory
+    // limit) the rewriter, and the handlers' references to the state, are still alive.
+    let state = std::mem::take(&mut *state.borrow_mut());
     let base = state.base.clone().unwrap_or_else(|| page_url.clone());
     let mut all: Vec<Open> = state.done;
     // Anchors never closed (bad HTML) end with the document.
@@ -258,6 +257,23 @@ mod tests {
             .into_iter()
             .map(|a| (a.target.to_string(), a.fragment, a.text))
             .collect()
+    }
+
+    #[test]
+    fn a_page_over_the_parser_memory_limit_keeps_its_anchors_and_says_why() {
+        // An attribute value never closed: lol_html buffers it until its memory limit.
+        let mut html = String::from(r#"<a href="/first">first</a><a href="/x" title=""#);
+        html.push_str(&"a".repeat(PARSER_MEMORY + (1 << 20)));
+        let out = extract(&html, &page());
+        assert!(out.error.is_some(), "no error reported");
+        assert!(
+            out.anchors.iter().any(|a| a.target.path() == "/first"),
+            "{:?}",
+            out.anchors
+                .iter()
+                .map(|a| a.target.as_str())
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
