@@ -1,6 +1,10 @@
 //! API keys, compared in constant time.
+//!
+//! Keys are kept and compared as SHA-256 digests: a comparison of the raw bytes returns at
+//! once when the lengths differ, which tells a caller how long the keys are.
 
 use anyhow::Context as _;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::settings::Settings;
@@ -9,7 +13,12 @@ use crate::settings::Settings;
 #[derive(Clone)]
 pub struct ApiKeys {
     required: bool,
-    keys: Vec<Vec<u8>>,
+    /// SHA-256 digests of the keys.
+    keys: Vec<[u8; 32]>,
+}
+
+fn digest(key: &[u8]) -> [u8; 32] {
+    Sha256::digest(key).into()
 }
 
 impl ApiKeys {
@@ -37,7 +46,7 @@ impl ApiKeys {
         }
         Ok(Self {
             required: s.auth,
-            keys,
+            keys: keys.iter().map(|k| digest(k)).collect(),
         })
     }
 
@@ -48,9 +57,10 @@ impl ApiKeys {
             return true;
         }
         let Some(p) = presented else { return false };
+        let p = digest(p);
         let mut ok = subtle::Choice::from(0);
         for k in &self.keys {
-            ok |= k.as_slice().ct_eq(p);
+            ok |= k.ct_eq(&p);
         }
         ok.into()
     }
@@ -71,7 +81,7 @@ mod tests {
     fn checks_keys() {
         let k = ApiKeys {
             required: true,
-            keys: vec![b"alpha".to_vec(), b"beta".to_vec()],
+            keys: vec![digest(b"alpha"), digest(b"beta")],
         };
         assert!(k.allows(Some(b"beta")));
         assert!(!k.allows(Some(b"bet")));
