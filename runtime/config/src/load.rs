@@ -42,6 +42,11 @@ pub const COMMON_STAGE_FIELDS: &[&str] = &[
     "autoscale",
 ];
 
+/// Largest pipeline file read. A pipeline is a few kilobytes (a `resolve:` map of thousands
+/// of hosts a few hundred); a file of many megabytes is a mistake (or an attack on a service
+/// that loads pipelines), and parsing it would take the memory of a large YAML tree.
+pub const MAX_PIPELINE_BYTES: usize = 4 << 20;
+
 /// Read `path`, apply `sets` and environment interpolation, and build the
 /// pipeline. Kind-specific checks happen in [`validate`](crate::validate).
 pub fn load(
@@ -49,11 +54,19 @@ pub fn load(
     sets: &[String],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Pipeline, Diagnostics> {
+    use std::io::Read as _;
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        let origin: Arc<str> = Arc::from(name.as_str());
+    let origin: Arc<str> = Arc::from(name.as_str());
+    let cannot_read = |e: std::io::Error| {
         Diagnostic::error(Pos::file(&origin, 1, 1), format!("cannot read {name}: {e}"))
-    })?;
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(MAX_PIPELINE_BYTES as u64 + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(cannot_read)?;
     let mut p = load_str(&text, &name, sets, env)?;
     p.path = path.to_path_buf();
     Ok(p)
@@ -72,6 +85,16 @@ pub fn load_str(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Pipeline, Diagnostics> {
     let origin: Arc<str> = Arc::from(origin_name);
+    if text.len() > MAX_PIPELINE_BYTES {
+        return Err(Diagnostic::error(
+            Pos::file(&origin, 1, 1),
+            format!(
+                "{origin_name} is larger than {} MiB: not a pipeline file",
+                MAX_PIPELINE_BYTES >> 20
+            ),
+        )
+        .into());
+    }
     let mut root = Node::parse(text, &origin)?;
     let mut diags = apply_sets(&mut root, sets);
     diags.extend(interpolate_file_values(&mut root, env));
@@ -550,6 +573,21 @@ fn build_stage(b: &mut Builder, key: &Node, value: &Node) -> Option<StageSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_of_many_megabytes_is_refused_before_it_is_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.yaml");
+        let line = "# filler\n";
+        let mut text = String::from("name: huge\n");
+        text.push_str(&line.repeat(MAX_PIPELINE_BYTES / line.len() + 1));
+        std::fs::write(&path, &text).unwrap();
+        let err = load(&path, &[], &|_| None)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("larger than 4 MiB"), "{err}");
+    }
 
     #[test]
     fn brokers() {
