@@ -582,10 +582,10 @@ mod tests {
         let mut text = String::from("name: huge\n");
         text.push_str(&line.repeat(MAX_PIPELINE_BYTES / line.len() + 1));
         std::fs::write(&path, &text).unwrap();
-        let err = load(&path, &[], &|_| None)
-            .err()
-            .expect("refused")
-            .to_string();
+        let Err(err) = load(&path, &[], &|_| None) else {
+            panic!("a file over the limit was loaded");
+        };
+        let err = err.to_string();
         assert!(err.contains("larger than 4 MiB"), "{err}");
     }
 
