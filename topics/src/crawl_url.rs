@@ -68,12 +68,7 @@ impl CrawlUrl {
     /// JSON array), which normalize writes for the links of a page and the crawl frontier when
     /// it defers a domain's URLs together.
     pub fn decode_all(bytes: &[u8]) -> Result<Vec<Self>, DecodeError> {
-        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-        if first == Some(&b'[') {
-            Ok(serde_json::from_slice(bytes)?)
-        } else {
-            Ok(vec![Self::decode(bytes)?])
-        }
+        crate::decode_one_or_many(bytes, Self::decode)
     }
 
     /// Several URLs as one message (a JSON array): see [`CrawlUrl::decode_all`].

@@ -21,6 +21,18 @@ pub use page::{FetchError, Page, Redirect};
 pub use table_batch::{DerivedFile, TableBatch};
 pub use url_in::UrlIn;
 
+/// The messages of a value that holds one (decoded by `one`) or several (a JSON array).
+fn decode_one_or_many<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    one: impl FnOnce(&[u8]) -> Result<T, DecodeError>,
+) -> Result<Vec<T>, DecodeError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        Ok(serde_json::from_slice(bytes)?)
+    } else {
+        Ok(vec![one(bytes)?])
+    }
+}
+
 /// A message type that travels on a topic.
 pub trait Contract: Sized {
     /// The type name used in `pipeline.yaml` validation.

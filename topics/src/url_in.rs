@@ -40,12 +40,7 @@ impl UrlIn {
     /// The URLs of a `url-in` message: one (a bare string or a JSON object), or several (a
     /// JSON array of objects), as the crawler writes the links found on a page.
     pub fn decode_all(bytes: &[u8]) -> Result<Vec<Self>, DecodeError> {
-        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-        if first == Some(&b'[') {
-            Ok(serde_json::from_slice(bytes)?)
-        } else {
-            Ok(vec![Self::decode(bytes)?])
-        }
+        crate::decode_one_or_many(bytes, Self::decode)
     }
 
     /// Several URLs as one message: the only one as [`Contract::encode`] writes it, more as a
